@@ -1,0 +1,129 @@
+"""Ports: the narrow interfaces core needs from the outside world (``typing.Protocol``).
+
+Implementations live in ``jobs/`` (arq queue, Docker sandbox, git workspace), ``github_app/`` and
+``bot/`` (reporters); the composition root wires them together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from core.config import Limits
+
+
+class Queue(Protocol):
+    """The job queue (arq over Redis)."""
+
+    async def enqueue_run(self, task_id: str, attempt: int, *, defer_s: float = 0.0) -> None:
+        """Queue attempt ``attempt`` of ``task_id``; the job id makes a repeat a no-op."""
+        ...
+
+    async def request_cancel(self, task_id: str) -> None:
+        """Tell whichever worker runs ``task_id`` to stop it now."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise :class:`core.errors.QueueUnavailable` if the queue does not answer."""
+        ...
+
+    async def depth(self) -> int:
+        """How many jobs wait in the queue."""
+        ...
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    """Everything needed to start one agent container."""
+
+    task_id: str
+    run_id: str
+    image: str
+    command: list[str]
+    workspace: Path
+    spec_file: Path
+    env: Mapping[str, str] = field(default_factory=dict)
+    network: bool = False
+    user: str = "1000:1000"
+    limits: Limits = field(default_factory=Limits)
+
+
+@dataclass
+class SandboxResult:
+    """How a container ended."""
+
+    exit_code: int | None
+    timed_out: bool = False
+    oom: bool = False
+    cancelled: bool = False
+    container_id: str | None = None
+    error: str | None = None
+
+
+class Sandbox(Protocol):
+    """Runs agent containers."""
+
+    async def run(
+        self,
+        spec: SandboxSpec,
+        on_line: Callable[[str], None],
+        cancel: asyncio.Event,
+        on_start: Callable[[str], None] | None = None,
+    ) -> SandboxResult:
+        """Run ``spec`` to its end; ``on_line`` gets each stdout line (on the event loop).
+
+        Ends early (``cancelled``) when ``cancel`` is set and at ``spec.limits.timeout_s``
+        (``timed_out``), killing the container. ``on_start`` receives the container id.
+        """
+        ...
+
+    async def remove_orphans(self, live_run_ids: set[str]) -> list[str]:
+        """Remove Handoff containers whose run is not in ``live_run_ids``; return their ids."""
+        ...
+
+    async def remove_run(self, run_id: str) -> list[str]:
+        """Kill and remove every container labelled for ``run_id``; return their ids."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise :class:`core.errors.SandboxUnavailable` if the engine does not answer."""
+        ...
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """What the workspace published after a run."""
+
+    changed: bool
+    branch: str
+    head_sha: str | None
+    files_changed: list[str] = field(default_factory=list)
+
+
+class Workspace(Protocol):
+    """A host-side checkout of the task's repository for one run."""
+
+    path: Path
+
+    async def prepare(self) -> None:
+        """Clone the repository and check out the task branch."""
+        ...
+
+    async def publish(self, message: str) -> PushResult:
+        """Commit whatever the agent changed and push the task branch."""
+        ...
+
+    async def cleanup(self) -> None:
+        """Delete the checkout."""
+        ...
+
+
+class Reporter(Protocol):
+    """Turns run events into notifications (GitHub, Slack, the dashboard)."""
+
+    async def on_event(self, task: Any, run: Any, event: Any) -> None:
+        """React to one event of ``run`` of ``task``."""
+        ...

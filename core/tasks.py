@@ -1,0 +1,209 @@
+"""The task service: create, list, cancel and retry tasks — the one place ingress code calls.
+
+Creation is atomic with enqueueing: the task row is written and flushed, the job is enqueued, and
+only then is the transaction committed. If Redis does not answer, the transaction rolls back and the
+caller gets :class:`QueueUnavailable` (the API answers 503) with no half-created task. If the commit
+fails after the enqueue, the job finds no task and does nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from core.config import HandoffConfig
+from core.db import Sessions
+from core.errors import InvalidTransition, NotFound
+from core.journal import append_event, transition
+from core.models import AuditEntry, EventType, Run, Task, TaskSource
+from core.ports import Queue
+from core.states import TERMINAL, TaskState
+
+
+@dataclass(frozen=True)
+class NewTask:
+    """A request for work, normalised from any ingress."""
+
+    repo: str
+    instructions: str
+    source: TaskSource = TaskSource.api
+    agent: str | None = None
+    base_ref: str | None = None
+    requester: str | None = None
+    dedupe_key: str | None = None
+    target_key: str | None = None
+    links: dict[str, Any] = field(default_factory=dict)
+    budget: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TaskFilter:
+    """Filters for listing tasks; ``None`` means any."""
+
+    repo: str | None = None
+    state: str | None = None
+    source: str | None = None
+    requester: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+class TaskService:
+    """Operations on tasks shared by the REST API, the CLI, GitHub and Slack."""
+
+    def __init__(self, sessions: Sessions, queue: Queue, config: HandoffConfig) -> None:
+        self.sessions = sessions
+        self.queue = queue
+        self.config = config
+
+    async def create(self, new: NewTask) -> tuple[Task, bool]:
+        """Create and enqueue a task; return ``(task, created)``.
+
+        A repeated ``dedupe_key`` returns the existing task with ``created=False``.
+        """
+        agent, _profile = self.config.profile(new.agent)
+        if new.dedupe_key is not None:
+            existing = await self._by_dedupe(new.dedupe_key)
+            if existing is not None:
+                return existing, False
+        task = Task(
+            source=new.source.value,
+            repo=new.repo,
+            base_ref=new.base_ref,
+            instructions=new.instructions,
+            requester=new.requester,
+            agent=agent,
+            dedupe_key=new.dedupe_key,
+            target_key=new.target_key,
+            links=dict(new.links),
+            budget=dict(new.budget),
+            max_attempts=self.config.limits.max_attempts,
+        )
+        try:
+            async with self.sessions.begin() as session:
+                session.add(task)
+                await session.flush()
+                await append_event(
+                    session, task.id, None, EventType.status.value, {"state": TaskState.queued.value}
+                )
+                session.add(
+                    AuditEntry(
+                        actor=new.requester or "api", action="create", decision="allowed", task_id=task.id
+                    )
+                )
+                await session.flush()
+                # Enqueue inside the transaction: a Redis failure rolls the task back.
+                await self.queue.enqueue_run(task.id, 1)
+        except IntegrityError:
+            if new.dedupe_key is not None:
+                existing = await self._by_dedupe(new.dedupe_key)
+                if existing is not None:
+                    return existing, False
+            raise
+        return task, True
+
+    async def _by_dedupe(self, key: str) -> Task | None:
+        async with self.sessions() as session:
+            result = await session.execute(select(Task).where(Task.dedupe_key == key))  # type: ignore[arg-type]
+            return result.scalar_one_or_none()
+
+    async def get(self, task_id: str) -> Task:
+        """Return the task or raise :class:`NotFound`."""
+        async with self.sessions() as session:
+            task = await session.get(Task, task_id)
+        if task is None:
+            raise NotFound(f"task {task_id} not found")
+        return task
+
+    async def runs(self, task_id: str) -> list[Run]:
+        """The runs of a task, oldest first."""
+        async with self.sessions() as session:
+            result = await session.execute(
+                select(Run).where(Run.task_id == task_id).order_by(Run.attempt)  # type: ignore[arg-type]
+            )
+            return list(result.scalars())
+
+    async def get_run(self, run_id: str) -> Run:
+        """Return the run or raise :class:`NotFound`."""
+        async with self.sessions() as session:
+            run = await session.get(Run, run_id)
+        if run is None:
+            raise NotFound(f"run {run_id} not found")
+        return run
+
+    async def list(
+        self, filters: TaskFilter, *, offset: int = 0, limit: int = 50
+    ) -> tuple[Sequence[Task], int]:
+        """A page of tasks (newest first) and the total matching ``filters``."""
+        conditions: list[Any] = []
+        for column, value in (
+            (Task.repo, filters.repo),
+            (Task.state, filters.state),
+            (Task.source, filters.source),
+            (Task.requester, filters.requester),
+        ):
+            if value is not None:
+                conditions.append(column == value)
+        if filters.since is not None:
+            conditions.append(Task.created_at >= filters.since)  # type: ignore[operator]
+        if filters.until is not None:
+            conditions.append(Task.created_at < filters.until)  # type: ignore[operator]
+        async with self.sessions() as session:
+            total = (
+                await session.execute(select(func.count()).select_from(Task).where(*conditions))
+            ).scalar_one()
+            page = await session.execute(
+                select(Task)
+                .where(*conditions)
+                .order_by(Task.created_at.desc(), Task.id)  # type: ignore[attr-defined]
+                .offset(offset)
+                .limit(limit)
+            )
+            return list(page.scalars()), int(total)
+
+    async def cancel(self, task_id: str, actor: str = "api") -> Task:
+        """Cancel a task: a queued or waiting one ends now, a running one is stopped by its worker."""
+        async with self.sessions.begin() as session:
+            task = await session.get(Task, task_id, with_for_update=True)
+            if task is None:
+                raise NotFound(f"task {task_id} not found")
+            state = TaskState(task.state)
+            if state in TERMINAL:
+                raise InvalidTransition(state.value, TaskState.cancelled.value)
+            session.add(AuditEntry(actor=actor, action="cancel", decision="allowed", task_id=task_id))
+            if state is TaskState.running:
+                task.cancel_requested = True
+            else:
+                await transition(session, task, TaskState.cancelled, reason=f"cancelled by {actor}")
+        if state is TaskState.running:
+            await self.queue.request_cancel(task_id)
+        return task
+
+    async def retry(self, task_id: str, actor: str = "api") -> Task:
+        """Queue a new run of an ended task (a new round of ``max_attempts`` tries)."""
+        async with self.sessions.begin() as session:
+            task = await session.get(Task, task_id, with_for_update=True)
+            if task is None:
+                raise NotFound(f"task {task_id} not found")
+            await transition(
+                session,
+                task,
+                TaskState.queued,
+                reason=f"retried by {actor}",
+                values={"tries": 0, "cancel_requested": False},
+            )
+            session.add(AuditEntry(actor=actor, action="retry", decision="allowed", task_id=task_id))
+            await session.flush()
+            await self.queue.enqueue_run(task.id, task.attempts + 1)
+        return task
+
+    async def counts_by_state(self) -> dict[str, int]:
+        """How many tasks are in each state."""
+        async with self.sessions() as session:
+            rows = await session.execute(select(Task.state, func.count()).group_by(Task.state))
+            return {str(state): int(n) for state, n in rows.all()}

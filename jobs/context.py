@@ -1,0 +1,57 @@
+"""What a worker needs, built once in arq's ``on_startup`` and passed to jobs through ``ctx``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from core.config import HandoffConfig, load_config
+from core.db import Sessions, make_engine, make_sessions
+from core.ports import Sandbox
+from core.settings import Settings
+from core.tasks import TaskService
+from jobs.queue import ArqQueue
+from jobs.sandbox import DockerSandbox
+
+
+@dataclass
+class WorkerContext:
+    """Services shared by every job of one worker process."""
+
+    settings: Settings
+    config: HandoffConfig
+    engine: AsyncEngine
+    sessions: Sessions
+    queue: ArqQueue
+    sandbox: Sandbox
+    tasks: TaskService
+    worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    # task id -> event that stops its container (set by cancel requests and shutdown).
+    active: dict[str, asyncio.Event] = field(default_factory=dict)
+    shutting_down: bool = False
+
+    async def close(self) -> None:
+        """Release connections."""
+        await self.queue.close()
+        await self.engine.dispose()
+
+
+def build_worker_context(settings: Settings, *, sandbox: Sandbox | None = None) -> WorkerContext:
+    """Build the worker's services from settings (no I/O: connections open lazily)."""
+    config = load_config(settings.handoff_config)
+    engine = make_engine(settings.database_url)
+    sessions = make_sessions(engine)
+    queue = ArqQueue(settings.redis_url, settings.handoff_queue_name)
+    return WorkerContext(
+        settings=settings,
+        config=config,
+        engine=engine,
+        sessions=sessions,
+        queue=queue,
+        sandbox=sandbox or DockerSandbox(base_url=settings.docker_host),
+        tasks=TaskService(sessions, queue, config),
+    )

@@ -1,0 +1,121 @@
+"""The arq worker: settings, start-up (orphan clean-up, cancel listener) and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from arq import Worker
+from arq.worker import func
+from redis.exceptions import RedisError
+from sqlalchemy import select
+
+from core.errors import DependencyUnavailable
+from core.models import Run
+from core.settings import Settings
+from core.states import RunOutcome
+from jobs.context import WorkerContext, build_worker_context
+from jobs.queue import CANCEL_CHANNEL, RUN_JOB, redis_settings
+from jobs.runner import run_task
+
+log = logging.getLogger(__name__)
+
+# Dispatch latency matters more than Redis load: poll every 50 ms.
+POLL_DELAY_S = 0.05
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    """arq ``on_startup``: remove orphaned containers and listen for cancel requests."""
+    wc: WorkerContext = ctx["handoff"]
+    await remove_orphans(wc)
+    ctx["cancel_listener"] = asyncio.create_task(listen_for_cancels(wc), name="cancel-listener")
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    """arq ``on_shutdown``: stop the listener and release connections."""
+    listener: asyncio.Task[None] | None = ctx.pop("cancel_listener", None)
+    if listener is not None:
+        listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listener
+    wc: WorkerContext = ctx["handoff"]
+    await wc.close()
+
+
+async def remove_orphans(wc: WorkerContext) -> list[str]:
+    """Remove containers labelled for runs that are no longer running."""
+    async with wc.sessions() as session:
+        rows = await session.execute(
+            select(Run.id).where(Run.outcome == RunOutcome.running.value)  # type: ignore[arg-type]
+        )
+        live = {str(r) for r in rows.scalars()}
+    try:
+        removed = await wc.sandbox.remove_orphans(live)
+    except DependencyUnavailable as exc:
+        log.warning("could not look for orphaned containers: %s", exc)
+        return []
+    if removed:
+        log.info("removed %d orphaned container(s): %s", len(removed), ", ".join(removed))
+    return removed
+
+
+async def listen_for_cancels(wc: WorkerContext) -> None:
+    """Set the cancel event of a running task when a cancel request is published."""
+    while True:
+        try:
+            pool = await wc.queue.pool()
+            pubsub = pool.pubsub()
+            await pubsub.subscribe(CANCEL_CHANNEL)
+            try:
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if message is None:
+                        continue
+                    raw = message.get("data")
+                    task_id = raw.decode() if isinstance(raw, bytes) else str(raw)
+                    event = wc.active.get(task_id)
+                    if event is not None:
+                        log.info("cancel requested for task %s", task_id)
+                        event.set()
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+        except asyncio.CancelledError:
+            raise
+        except (RedisError, OSError, DependencyUnavailable) as exc:
+            # Redis restarting: the database flag polled by each run still delivers the cancel.
+            log.warning("cancel listener lost redis (%s); reconnecting", exc)
+            await asyncio.sleep(1.0)
+
+
+def worker_kwargs(settings: Settings, wc: WorkerContext | None = None, **overrides: Any) -> dict[str, Any]:
+    """Keyword arguments for :class:`arq.Worker` with explicit limits.
+
+    The job timeout sits above the longest sandbox deadline: the sandbox kills the container at
+    its own deadline, arq's timeout is only the backstop.
+    """
+    wc = wc or build_worker_context(settings)
+    longest = max(p.limits.timeout_s for p in wc.config.profiles.values())
+    kwargs: dict[str, Any] = {
+        "functions": [func(run_task, name=RUN_JOB, timeout=longest + 300, max_tries=1000)],
+        "queue_name": settings.handoff_queue_name,
+        "redis_settings": redis_settings(settings.redis_url),
+        "on_startup": startup,
+        "on_shutdown": shutdown,
+        "ctx": {"handoff": wc},
+        "max_jobs": wc.config.limits.max_running,
+        "job_timeout": longest + 300,
+        "poll_delay": POLL_DELAY_S,
+        "keep_result": 3600,
+        "job_completion_wait": int(wc.config.limits.shutdown_grace_s),
+        "max_tries": 1000,
+    }
+    kwargs.update(overrides)
+    return kwargs
+
+
+def create_worker(settings: Settings, **overrides: Any) -> Worker:
+    """Build an arq worker for ``settings``."""
+    return Worker(**worker_kwargs(settings, **overrides))

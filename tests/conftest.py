@@ -1,0 +1,264 @@
+"""Shared fixtures: real Redis, PostgreSQL, SQLite, Docker and git; nothing faked but the platforms.
+
+``make test`` (scripts/test.sh) starts throwaway Redis/PostgreSQL/dockerd when none answers and
+exports ``HANDOFF_TEST_REDIS_URL`` and ``HANDOFF_TEST_POSTGRES_URL``. With ``CI=true`` a skipped test
+fails the run, so a missing service can never pass silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+import yaml
+from arq import Worker
+from sqlalchemy.engine import make_url
+
+from core.settings import Settings, load_settings
+
+SANDBOX_IMAGE = "handoff-sandbox:minimal"
+
+
+# ---------------------------------------------------------------- CI: a skip is a failure
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = len(reporter.stats.get("skipped", [])) if reporter is not None else 0
+    if os.environ.get("CI") == "true" and skipped and session.exitstatus == 0:
+        session.exitstatus = 1
+        if reporter is not None:
+            reporter.write_line(f"CI=true: {skipped} test(s) skipped; a skipped test fails CI", red=True)
+
+
+# ---------------------------------------------------------------- services
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    url = os.environ.get("HANDOFF_TEST_REDIS_URL")
+    if not url:
+        pytest.skip("HANDOFF_TEST_REDIS_URL is not set (run `make test`)")
+    return url
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    url = os.environ.get("HANDOFF_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("HANDOFF_TEST_POSTGRES_URL is not set (run `make test`)")
+    return url
+
+
+def _psql_admin(postgres_url: str, sql: str) -> None:
+    import psycopg
+
+    url = make_url(postgres_url)
+    with psycopg.connect(
+        host=url.host,
+        port=url.port,
+        user=url.username,
+        password=url.password,
+        dbname="postgres",
+        autocommit=True,
+    ) as conn:
+        conn.execute(sql)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def pg_template(postgres_url: str) -> str:
+    """A migrated template database; each test gets a fresh copy in milliseconds."""
+    from web.migrate import upgrade
+
+    name = f"handoff_tpl_{uuid.uuid4().hex[:8]}"
+    _psql_admin(postgres_url, f'CREATE DATABASE "{name}"')
+    upgrade(make_url(postgres_url).set(database=name).render_as_string(hide_password=False))
+    yield name  # type: ignore[misc]
+    with contextlib.suppress(Exception):
+        _psql_admin(postgres_url, f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, migrated database: SQLite and PostgreSQL."""
+    if request.param == "sqlite":
+        from web.migrate import upgrade
+
+        url = f"sqlite:///{tmp_path / 'handoff.db'}"
+        upgrade(url)
+        yield url
+        return
+    postgres = request.getfixturevalue("postgres_url")
+    template = request.getfixturevalue("pg_template")
+    name = f"handoff_t_{uuid.uuid4().hex[:10]}"
+    _psql_admin(postgres, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    yield make_url(postgres).set(database=name).render_as_string(hide_password=False)
+    with contextlib.suppress(Exception):
+        _psql_admin(postgres, f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A fresh, migrated SQLite database (for tests that need only one backend)."""
+    from web.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path / 'handoff.db'}"
+    upgrade(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def sandbox_image() -> str:
+    """The offline minimal sandbox image (built once if missing)."""
+    import docker
+
+    from jobs.image import build_offline, image_exists
+
+    try:
+        client = docker.DockerClient(version="1.41")
+        client.ping()
+    except Exception as exc:
+        pytest.skip(f"no Docker engine: {exc}")
+    if not image_exists(client, SANDBOX_IMAGE):
+        build_offline(client, variant="minimal")
+    return SANDBOX_IMAGE
+
+
+# ---------------------------------------------------------------- git
+
+
+def git(*args: str, cwd: Path | None = None) -> str:
+    """Run git and return stdout (tests only)."""
+    return subprocess.run(
+        ["git", "-c", "safe.directory=*", *args], cwd=cwd, check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+@pytest.fixture
+def bare_repo(tmp_path: Path) -> Path:
+    """A bare repository with a ``main`` branch holding a README and a small script."""
+    bare = tmp_path / "remote.git"
+    git("init", "--bare", "-b", "main", str(bare))
+    seed = tmp_path / "seed"
+    git("clone", str(bare), str(seed))
+    (seed / "README.md").write_text("# demo\n")
+    (seed / "app.sh").write_text("echo hello\n")
+    git("add", "-A", cwd=seed)
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-m", "initial", cwd=seed)
+    git("push", "origin", "main", cwd=seed)
+    return bare
+
+
+# ---------------------------------------------------------------- Handoff settings, app, worker
+
+
+def write_config(path: Path, **limits: Any) -> Path:
+    """A handoff.yml with a fast shell profile on the test image."""
+    config = {
+        "default_profile": "shell",
+        "limits": {
+            "max_running": 4,
+            "per_repo": 4,
+            "heartbeat_s": 1,
+            "stale_after_s": 5,
+            "shutdown_grace_s": 2,
+            **limits,
+        },
+        "profiles": {
+            "shell": {
+                "image": SANDBOX_IMAGE,
+                "limits": {"memory": "128m", "pids": 64, "cpus": 1.0, "timeout_s": 30, "tmpfs_size": "16m"},
+            },
+            "short": {
+                "image": SANDBOX_IMAGE,
+                "limits": {"memory": "32m", "pids": 32, "cpus": 0.5, "timeout_s": 3, "tmpfs_size": "8m"},
+            },
+        },
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture
+def settings(database_url: str, redis_url: str, tmp_path: Path, sandbox_image: str) -> Settings:
+    """Settings for one test: its own database, queue name and workspace dir."""
+    return load_settings(
+        database_url=database_url,
+        redis_url=redis_url,
+        handoff_config=write_config(tmp_path / "handoff.yml"),
+        handoff_workspace_dir=tmp_path / "workspaces",
+        handoff_queue_name=f"handoff:test:{uuid.uuid4().hex[:8]}",
+        handoff_public_url="http://127.0.0.1:8000",
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LiveServer:
+    """A real uvicorn server on a loopback port, in the test's event loop."""
+
+    def __init__(self, app: Any) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> LiveServer:
+        self._task = asyncio.create_task(self.server.serve())
+        while not self.server.started:
+            if self._task.done():
+                self._task.result()
+            await asyncio.sleep(0.02)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        if self._task is not None:
+            await self._task
+
+
+@pytest.fixture
+async def api(settings: Settings) -> AsyncIterator[LiveServer]:
+    """The Handoff API served over real HTTP on loopback."""
+    from web.app import create_app
+
+    async with LiveServer(create_app(settings)) as server:
+        yield server
+
+
+@contextlib.asynccontextmanager
+async def running_worker(settings: Settings, **overrides: Any) -> AsyncIterator[Worker]:
+    """An arq worker in this event loop (no signal handlers)."""
+    from jobs.worker import worker_kwargs
+
+    worker = Worker(**worker_kwargs(settings, handle_signals=False, **overrides))
+    task = asyncio.create_task(worker.async_run())
+    try:
+        yield worker
+    finally:
+        await worker.close()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+
+@pytest.fixture
+async def worker(settings: Settings) -> AsyncIterator[Worker]:
+    """A running worker for the test's settings."""
+    async with running_worker(settings) as w:
+        yield w

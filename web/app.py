@@ -1,0 +1,77 @@
+"""``create_app()``: the FastAPI application with every router mounted."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from core.errors import (
+    ConfigError,
+    DependencyUnavailable,
+    HandoffError,
+    InvalidTransition,
+    NotFound,
+    PermissionDenied,
+)
+from core.settings import Settings
+from web import api, health
+from web.services import Services, build_services
+
+log = logging.getLogger(__name__)
+
+_STATUS: list[tuple[type[HandoffError], int]] = [
+    (NotFound, 404),
+    (InvalidTransition, 409),
+    (PermissionDenied, 403),
+    (DependencyUnavailable, 503),
+    (ConfigError, 422),
+]
+
+
+def create_app(
+    settings: Settings, services_factory: Callable[[Settings], Services] = build_services
+) -> FastAPI:
+    """Build the app; services are created in the lifespan and closed on shutdown."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = services_factory(settings)
+        app.state.services = services
+        try:
+            yield
+        finally:
+            await services.close()
+
+    app = FastAPI(title="Handoff", version="0.1.0", lifespan=lifespan)
+
+    @app.exception_handler(HandoffError)
+    async def _handoff_error(request: Request, exc: HandoffError) -> JSONResponse:
+        status = next((code for kind, code in _STATUS if isinstance(exc, kind)), 500)
+        if status >= 500:
+            log.warning("%s %s: %s", request.method, request.url.path, exc)
+        headers = {"Retry-After": "5"} if status == 503 else None
+        return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
+
+    @app.exception_handler(OSError)
+    async def _os_error(request: Request, exc: OSError) -> JSONResponse:
+        # A database driver that cannot connect surfaces as OSError or a wrapped DBAPI error.
+        log.warning("%s %s: dependency error: %s", request.method, request.url.path, exc)
+        return JSONResponse(
+            {"detail": "a dependency is unavailable"}, status_code=503, headers={"Retry-After": "5"}
+        )
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    async def _db_error(request: Request, exc: Exception) -> JSONResponse:
+        # The database is down or restarting: tell the client to come back, never a bare 500.
+        log.warning("%s %s: database unavailable: %s", request.method, request.url.path, exc)
+        return JSONResponse({"detail": "database unavailable"}, status_code=503, headers={"Retry-After": "5"})
+
+    app.include_router(api.router)
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,104 @@
+"""``/healthz`` (each dependency checked and reported) and ``/metrics`` (Prometheus)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import select, text
+
+from core.errors import HandoffError
+from core.models import Run
+from core.states import RunOutcome, TaskState
+from web.deps import ServicesDep
+from web.services import Services
+
+router = APIRouter(tags=["operations"])
+
+DURATION_BUCKETS = (5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+
+
+async def _check(fn: Callable[[], Awaitable[Any]], limit_s: float = 3.0) -> dict[str, Any]:
+    start = time.perf_counter()
+    try:
+        await asyncio.wait_for(fn(), limit_s)
+    except TimeoutError:
+        return {"ok": False, "error": f"no answer within {limit_s:g} s"}
+    except (HandoffError, OSError, Exception) as exc:  # report every failure, never crash the probe
+        return {"ok": False, "error": str(exc) or type(exc).__name__}
+    return {"ok": True, "latency_ms": round((time.perf_counter() - start) * 1000, 1)}
+
+
+async def check_dependencies(svc: Services) -> dict[str, dict[str, Any]]:
+    """Check the database, Redis and Docker concurrently."""
+
+    async def database() -> None:
+        async with svc.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    names = ("database", "redis", "docker")
+    results = await asyncio.gather(_check(database), _check(svc.queue.ping), _check(svc.sandbox.ping))
+    return dict(zip(names, results, strict=True))
+
+
+@router.get("/healthz")
+async def healthz(svc: ServicesDep) -> JSONResponse:
+    """200 when every dependency answers, else 503; each dependency is reported."""
+    checks = await check_dependencies(svc)
+    ok = all(c["ok"] for c in checks.values())
+    return JSONResponse({"ok": ok, "checks": checks}, status_code=200 if ok else 503)
+
+
+class _Snapshot(Collector):
+    """Metrics read at scrape time (the API process does not see runs end)."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+
+    def collect(self) -> Iterable[Any]:
+        tasks = GaugeMetricFamily("handoff_tasks", "Tasks by state", labels=["state"])
+        for state in TaskState:
+            tasks.add_metric([state.value], float(self.data["states"].get(state.value, 0)))
+        yield tasks
+        depth = self.data.get("queue_depth")
+        if depth is not None:
+            yield GaugeMetricFamily(
+                "handoff_queue_depth", "Jobs waiting in the arq queue", value=float(depth)
+            )
+        durations: list[float] = self.data["durations"]
+        buckets = [(str(b), float(sum(1 for d in durations if d <= b))) for b in DURATION_BUCKETS]
+        buckets.append(("+Inf", float(len(durations))))
+        yield HistogramMetricFamily(
+            "handoff_run_duration_seconds",
+            "Duration of finished runs (the last 1,000)",
+            buckets=buckets,
+            sum_value=sum(durations),
+        )
+
+
+@router.get("/metrics")
+async def metrics(svc: ServicesDep) -> Response:
+    """Prometheus metrics: tasks by state, run durations, queue depth."""
+    states = await svc.tasks.counts_by_state()
+    try:
+        depth: int | None = await asyncio.wait_for(svc.queue.depth(), 2.0)
+    except (HandoffError, TimeoutError):
+        depth = None
+    async with svc.sessions() as session:
+        rows = await session.execute(
+            select(Run)
+            .where(Run.outcome != RunOutcome.running.value, Run.finished_at.is_not(None))  # type: ignore[arg-type,union-attr]
+            .order_by(Run.finished_at.desc())  # type: ignore[union-attr]
+            .limit(1000)
+        )
+        durations = [r.duration_s for r in rows.scalars() if r.duration_s is not None]
+    registry = CollectorRegistry()
+    registry.register(_Snapshot({"states": states, "queue_depth": depth, "durations": durations}))
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

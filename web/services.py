@@ -1,0 +1,52 @@
+"""The composition root's service container, built once in the FastAPI lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from core.config import HandoffConfig, load_config
+from core.db import Sessions, make_engine, make_sessions
+from core.ports import Queue, Sandbox
+from core.settings import Settings
+from core.tasks import TaskService
+from jobs.queue import ArqQueue
+from jobs.sandbox import DockerSandbox
+
+
+@dataclass
+class Services:
+    """Everything the API needs; passed explicitly, never global."""
+
+    settings: Settings
+    config: HandoffConfig
+    engine: AsyncEngine
+    sessions: Sessions
+    queue: Queue
+    sandbox: Sandbox
+    tasks: TaskService
+
+    async def close(self) -> None:
+        """Release connections."""
+        close = getattr(self.queue, "close", None)
+        if close is not None:
+            await close()
+        await self.engine.dispose()
+
+
+def build_services(settings: Settings) -> Services:
+    """Build the API's services from settings (connections open lazily)."""
+    config = load_config(settings.handoff_config)
+    engine = make_engine(settings.database_url)
+    sessions = make_sessions(engine)
+    queue = ArqQueue(settings.redis_url, settings.handoff_queue_name)
+    return Services(
+        settings=settings,
+        config=config,
+        engine=engine,
+        sessions=sessions,
+        queue=queue,
+        sandbox=DockerSandbox(base_url=settings.docker_host),
+        tasks=TaskService(sessions, queue, config),
+    )
