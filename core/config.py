@@ -56,6 +56,24 @@ class ConcurrencyLimits(BaseModel):
     retry_backoff_s: float = Field(default=5.0, ge=0, description="first automatic retry delay; doubles")
 
 
+class Budget(BaseModel):
+    """Per-task budgets; ``None`` means no limit. A task's own budget may only tighten them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    wall_clock_s: float | None = Field(default=None, gt=0)
+    max_tokens: int | None = Field(default=None, gt=0)
+    max_cost_usd: float | None = Field(default=None, gt=0)
+
+    def tightened(self, task_budget: dict[str, Any]) -> Budget:
+        """This budget narrowed by a task's own values (never widened)."""
+        merged = self.model_dump()
+        for key, value in task_budget.items():
+            if key in merged and value is not None:
+                merged[key] = value if merged[key] is None else min(merged[key], value)
+        return Budget.model_validate(merged)
+
+
 class HandoffConfig(BaseModel):
     """The parsed ``handoff.yml``."""
 
@@ -64,6 +82,7 @@ class HandoffConfig(BaseModel):
     default_profile: str = "shell"
     profiles: dict[str, Profile] = Field(default_factory=lambda: {"shell": Profile()})
     limits: ConcurrencyLimits = Field(default_factory=ConcurrencyLimits)
+    budget: Budget = Field(default_factory=Budget)
     secret_patterns: list[str] = Field(default_factory=list)
 
     @field_validator("profiles")

@@ -32,7 +32,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 def _ts(nullable: bool = False, index: bool = False) -> Any:
-    column = Column(UTCDateTime(), nullable=nullable, index=index)
+    column: Column[datetime] = Column(UTCDateTime(), nullable=nullable, index=index)
     if nullable:
         return Field(default=None, sa_column=column)
     return Field(default_factory=utcnow, sa_column=column)
@@ -71,6 +71,9 @@ class Task(SQLModel, table=True):
     tries: int = Field(default=0, description="runs started since the last manual retry")
     max_attempts: int = 3
     event_seq: int = Field(default=0, description="last event sequence number handed out")
+    queue_gen: int = Field(default=0, description="bumped at each enqueue; the job carries it")
+    followups: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    needs_approval: bool = False
     cancel_requested: bool = False
     links: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     budget: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
@@ -99,6 +102,7 @@ class Run(SQLModel, table=True):
     tokens_out: int = 0
     cost_usd: float = 0.0
     steps: int = 0
+    instructions: str | None = Field(default=None, description="what this run was asked to do")
     exit_code: int | None = None
     summary: str | None = None
     error: str | None = None
@@ -189,6 +193,25 @@ class Outbox(SQLModel, table=True):
     task_id: str | None = Field(default=None, max_length=40, index=True)
     created_at: datetime = _ts()
     sent_at: datetime | None = _ts(nullable=True)
+
+
+class ExternalRef(SQLModel, table=True):
+    """The remote id of an object Handoff created (a comment, a check run, a Slack message).
+
+    Written right after the create succeeds, so a retry edits instead of creating twice.
+    """
+
+    key: str = Field(primary_key=True, max_length=255)
+    ref: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    updated_at: datetime = _ts()
+
+
+class Lock(SQLModel, table=True):
+    """A named lock with a holder and an expiry, so a crashed holder never keeps it."""
+
+    name: str = Field(primary_key=True, max_length=500)
+    holder: str = Field(max_length=255)
+    expires_at: datetime = _ts(index=True)
 
 
 class AuditEntry(SQLModel, table=True):

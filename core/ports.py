@@ -18,8 +18,8 @@ from core.config import Limits
 class Queue(Protocol):
     """The job queue (arq over Redis)."""
 
-    async def enqueue_run(self, task_id: str, attempt: int, *, defer_s: float = 0.0) -> None:
-        """Queue attempt ``attempt`` of ``task_id``; the job id makes a repeat a no-op."""
+    async def enqueue_run(self, task_id: str, gen: int, *, defer_s: float = 0.0) -> None:
+        """Queue generation ``gen`` of ``task_id``; the job id makes a repeat a no-op."""
         ...
 
     async def request_cancel(self, task_id: str) -> None:

@@ -15,13 +15,15 @@ from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import col
 
 from core.config import HandoffConfig
 from core.db import Sessions
 from core.errors import InvalidTransition, NotFound
-from core.journal import append_event, transition
+from core.journal import Journal
 from core.models import AuditEntry, EventType, Run, Task, TaskSource
 from core.ports import Queue
+from core.scheduling import WAIT_APPROVAL, enqueue
 from core.states import TERMINAL, TaskState
 
 
@@ -39,6 +41,8 @@ class NewTask:
     target_key: str | None = None
     links: dict[str, Any] = field(default_factory=dict)
     budget: dict[str, Any] = field(default_factory=dict)
+    # An outsider's request: it waits until a maintainer approves it.
+    needs_approval: bool = False
 
 
 @dataclass(frozen=True)
@@ -56,10 +60,13 @@ class TaskFilter:
 class TaskService:
     """Operations on tasks shared by the REST API, the CLI, GitHub and Slack."""
 
-    def __init__(self, sessions: Sessions, queue: Queue, config: HandoffConfig) -> None:
+    def __init__(
+        self, sessions: Sessions, queue: Queue, config: HandoffConfig, journal: Journal | None = None
+    ) -> None:
         self.sessions = sessions
         self.queue = queue
         self.config = config
+        self.journal = journal or Journal()
 
     async def create(self, new: NewTask) -> tuple[Task, bool]:
         """Create and enqueue a task; return ``(task, created)``.
@@ -88,17 +95,30 @@ class TaskService:
             async with self.sessions.begin() as session:
                 session.add(task)
                 await session.flush()
-                await append_event(
-                    session, task.id, None, EventType.status.value, {"state": TaskState.queued.value}
-                )
+                decision = "held for approval" if new.needs_approval else "allowed"
                 session.add(
                     AuditEntry(
-                        actor=new.requester or "api", action="create", decision="allowed", task_id=task.id
+                        actor=new.requester or "api", action="create", decision=decision, task_id=task.id
                     )
                 )
-                await session.flush()
-                # Enqueue inside the transaction: a Redis failure rolls the task back.
-                await self.queue.enqueue_run(task.id, 1)
+                if new.needs_approval:
+                    task.state = TaskState.waiting.value
+                    task.state_reason = WAIT_APPROVAL
+                    task.needs_approval = True
+                    await session.flush()
+                    await self.journal.append_event(
+                        session,
+                        task,
+                        None,
+                        EventType.status.value,
+                        {"state": "waiting", "reason": WAIT_APPROVAL},
+                    )
+                else:
+                    await self.journal.append_event(
+                        session, task, None, EventType.status.value, {"state": TaskState.queued.value}
+                    )
+                    # Enqueue inside the transaction: a Redis failure rolls the task back.
+                    await enqueue(session, self.queue, task)
         except IntegrityError:
             if new.dedupe_key is not None:
                 existing = await self._by_dedupe(new.dedupe_key)
@@ -109,7 +129,7 @@ class TaskService:
 
     async def _by_dedupe(self, key: str) -> Task | None:
         async with self.sessions() as session:
-            result = await session.execute(select(Task).where(Task.dedupe_key == key))  # type: ignore[arg-type]
+            result = await session.execute(select(Task).where(col(Task.dedupe_key) == key))
             return result.scalar_one_or_none()
 
     async def get(self, task_id: str) -> Task:
@@ -124,7 +144,7 @@ class TaskService:
         """The runs of a task, oldest first."""
         async with self.sessions() as session:
             result = await session.execute(
-                select(Run).where(Run.task_id == task_id).order_by(Run.attempt)  # type: ignore[arg-type]
+                select(Run).where(col(Run.task_id) == task_id).order_by(col(Run.attempt))
             )
             return list(result.scalars())
 
@@ -142,17 +162,17 @@ class TaskService:
         """A page of tasks (newest first) and the total matching ``filters``."""
         conditions: list[Any] = []
         for column, value in (
-            (Task.repo, filters.repo),
-            (Task.state, filters.state),
-            (Task.source, filters.source),
-            (Task.requester, filters.requester),
+            (col(Task.repo), filters.repo),
+            (col(Task.state), filters.state),
+            (col(Task.source), filters.source),
+            (col(Task.requester), filters.requester),
         ):
             if value is not None:
                 conditions.append(column == value)
         if filters.since is not None:
-            conditions.append(Task.created_at >= filters.since)  # type: ignore[operator]
+            conditions.append(col(Task.created_at) >= filters.since)
         if filters.until is not None:
-            conditions.append(Task.created_at < filters.until)  # type: ignore[operator]
+            conditions.append(col(Task.created_at) < filters.until)
         async with self.sessions() as session:
             total = (
                 await session.execute(select(func.count()).select_from(Task).where(*conditions))
@@ -160,7 +180,7 @@ class TaskService:
             page = await session.execute(
                 select(Task)
                 .where(*conditions)
-                .order_by(Task.created_at.desc(), Task.id)  # type: ignore[attr-defined]
+                .order_by(col(Task.created_at).desc(), col(Task.id))
                 .offset(offset)
                 .limit(limit)
             )
@@ -169,9 +189,7 @@ class TaskService:
     async def cancel(self, task_id: str, actor: str = "api") -> Task:
         """Cancel a task: a queued or waiting one ends now, a running one is stopped by its worker."""
         async with self.sessions.begin() as session:
-            task = await session.get(Task, task_id, with_for_update=True)
-            if task is None:
-                raise NotFound(f"task {task_id} not found")
+            task = await self._locked(session, task_id)
             state = TaskState(task.state)
             if state in TERMINAL:
                 raise InvalidTransition(state.value, TaskState.cancelled.value)
@@ -179,7 +197,9 @@ class TaskService:
             if state is TaskState.running:
                 task.cancel_requested = True
             else:
-                await transition(session, task, TaskState.cancelled, reason=f"cancelled by {actor}")
+                await self.journal.transition(
+                    session, task, TaskState.cancelled, reason=f"cancelled by {actor}"
+                )
         if state is TaskState.running:
             await self.queue.request_cancel(task_id)
         return task
@@ -187,10 +207,8 @@ class TaskService:
     async def retry(self, task_id: str, actor: str = "api") -> Task:
         """Queue a new run of an ended task (a new round of ``max_attempts`` tries)."""
         async with self.sessions.begin() as session:
-            task = await session.get(Task, task_id, with_for_update=True)
-            if task is None:
-                raise NotFound(f"task {task_id} not found")
-            await transition(
+            task = await self._locked(session, task_id)
+            await self.journal.transition(
                 session,
                 task,
                 TaskState.queued,
@@ -198,12 +216,96 @@ class TaskService:
                 values={"tries": 0, "cancel_requested": False},
             )
             session.add(AuditEntry(actor=actor, action="retry", decision="allowed", task_id=task_id))
+            await enqueue(session, self.queue, task)
+        return task
+
+    async def approve(self, task_id: str, actor: str) -> Task:
+        """Let a request held for approval run."""
+        async with self.sessions.begin() as session:
+            task = await self._locked(session, task_id)
+            if not task.needs_approval or task.state != TaskState.waiting.value:
+                raise InvalidTransition(task.state, "approved")
+            await self.journal.transition(
+                session,
+                task,
+                TaskState.queued,
+                reason=f"approved by {actor}",
+                values={"needs_approval": False},
+            )
+            session.add(AuditEntry(actor=actor, action="approve", decision="allowed", task_id=task_id))
+            await enqueue(session, self.queue, task)
+        return task
+
+    async def follow_up(
+        self, task_id: str, text: str, actor: str, context: dict[str, Any] | None = None
+    ) -> Task:
+        """Add instructions to a task: run them after the current run, or now on the same branch."""
+        async with self.sessions.begin() as session:
+            task = await self._locked(session, task_id)
+            entry = {"text": text, "author": actor, "context": context or {}}
+            task.followups = [*task.followups, entry]
             await session.flush()
-            await self.queue.enqueue_run(task.id, task.attempts + 1)
+            session.add(AuditEntry(actor=actor, action="follow_up", decision="allowed", task_id=task_id))
+            if TaskState(task.state).terminal:
+                await self.journal.transition(
+                    session,
+                    task,
+                    TaskState.queued,
+                    reason=f"follow-up from {actor}",
+                    values={"tries": 0, "cancel_requested": False},
+                )
+                await enqueue(session, self.queue, task)
+            else:
+                await self.journal.append_event(
+                    session,
+                    task,
+                    None,
+                    EventType.status.value,
+                    {"state": task.state, "followup": "queued after the current run", "author": actor},
+                )
+        return task
+
+    async def for_target(self, target_key: str) -> Task | None:
+        """The newest task on a target (issue, pull request or thread)."""
+        async with self.sessions() as session:
+            result = await session.execute(
+                select(Task)
+                .where(col(Task.target_key) == target_key)
+                .order_by(col(Task.created_at).desc())
+                .limit(1)
+            )
+            return result.scalar_one_or_none()
+
+    async def audit(
+        self,
+        actor: str,
+        action: str,
+        decision: str,
+        reason: str | None = None,
+        task_id: str | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        """Record a decision that did not change a task (a refusal, an ignored request)."""
+        async with self.sessions.begin() as session:
+            session.add(
+                AuditEntry(
+                    actor=actor,
+                    action=action,
+                    decision=decision,
+                    reason=reason,
+                    task_id=task_id,
+                    data=data or {},
+                )
+            )
+
+    async def _locked(self, session: Any, task_id: str) -> Task:
+        task: Task | None = await session.get(Task, task_id, with_for_update=True)
+        if task is None:
+            raise NotFound(f"task {task_id} not found")
         return task
 
     async def counts_by_state(self) -> dict[str, int]:
         """How many tasks are in each state."""
         async with self.sessions() as session:
-            rows = await session.execute(select(Task.state, func.count()).group_by(Task.state))
+            rows = await session.execute(select(col(Task.state), func.count()).group_by(col(Task.state)))
             return {str(state): int(n) for state, n in rows.all()}

@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.config import HandoffConfig, load_config
 from core.db import Sessions, make_engine, make_sessions
+from core.journal import Journal
+from core.outbox import Reporter
 from core.ports import Sandbox
 from core.settings import Settings
 from core.tasks import TaskService
@@ -29,6 +32,7 @@ class WorkerContext:
     queue: ArqQueue
     sandbox: Sandbox
     tasks: TaskService
+    journal: Journal
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     # task id -> event that stops its container (set by cancel requests and shutdown).
     active: dict[str, asyncio.Event] = field(default_factory=dict)
@@ -40,9 +44,12 @@ class WorkerContext:
         await self.engine.dispose()
 
 
-def build_worker_context(settings: Settings, *, sandbox: Sandbox | None = None) -> WorkerContext:
+def build_worker_context(
+    settings: Settings, *, sandbox: Sandbox | None = None, reporters: Sequence[Reporter] = ()
+) -> WorkerContext:
     """Build the worker's services from settings (no I/O: connections open lazily)."""
     config = load_config(settings.handoff_config)
+    journal = Journal(reporters)
     engine = make_engine(settings.database_url)
     sessions = make_sessions(engine)
     queue = ArqQueue(settings.redis_url, settings.handoff_queue_name)
@@ -53,5 +60,6 @@ def build_worker_context(settings: Settings, *, sandbox: Sandbox | None = None) 
         sessions=sessions,
         queue=queue,
         sandbox=sandbox or DockerSandbox(base_url=settings.docker_host),
-        tasks=TaskService(sessions, queue, config),
+        tasks=TaskService(sessions, queue, config, journal),
+        journal=journal,
     )

@@ -2,7 +2,8 @@
 
 Lines arrive one by one on the event loop; writing each in its own transaction would make a chatty
 agent cost one commit per line. The pump collects them and writes a batch every ``interval`` seconds
-(or sooner when ``max_batch`` lines are waiting), keeping the order.
+(or sooner when ``max_batch`` lines are waiting), keeping the order. It also adds up the token and
+cost usage that agents report in their events (``data.usage``) so budgets can be enforced live.
 """
 
 from __future__ import annotations
@@ -10,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from core.clock import utcnow
 from core.db import Sessions
 from core.events import ParsedEvent, parse_line
-from core.journal import append_events
-from core.models import EventType
+from core.journal import Journal
+from core.models import EventType, Task
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +27,21 @@ class EventPump:
     """Parse and store the event lines of one run."""
 
     def __init__(
-        self, sessions: Sessions, task_id: str, run_id: str, *, interval: float = 0.05, max_batch: int = 500
+        self,
+        sessions: Sessions,
+        journal: Journal,
+        task: Task,
+        run_id: str,
+        *,
+        on_usage: Callable[[int, float], None] | None = None,
+        interval: float = 0.05,
+        max_batch: int = 500,
     ) -> None:
         self.sessions = sessions
-        self.task_id = task_id
+        self.journal = journal
+        self.task = task
         self.run_id = run_id
+        self.on_usage = on_usage
         self.interval = interval
         self.max_batch = max_batch
         self._pending: list[ParsedEvent] = []
@@ -37,8 +49,10 @@ class EventPump:
         self._closed = False
         self._task: asyncio.Task[None] | None = None
         self.summary: str | None = None
-        self.result: dict[str, Any] | None = None
         self.count = 0
+        self.tokens_in = 0
+        self.tokens_out = 0
+        self.cost_usd = 0.0
 
     def start(self) -> None:
         """Start the background writer."""
@@ -46,20 +60,38 @@ class EventPump:
 
     def push(self, line: str) -> None:
         """Accept one stdout line (called on the event loop)."""
-        event = parse_line(line)
+        self._accept(parse_line(line))
+
+    def add(self, type_: str, data: dict[str, Any]) -> None:
+        """Queue an event produced by Handoff itself (not the agent)."""
+        self._accept(ParsedEvent(type_, utcnow(), data))
+
+    def _accept(self, event: ParsedEvent) -> None:
         if event.type == EventType.result.value:
-            self.result = event.data
             summary = event.data.get("summary")
             if isinstance(summary, str):
                 self.summary = summary
+        usage = event.data.get("usage")
+        if isinstance(usage, dict):
+            self._count_usage(usage)
         self._pending.append(event)
         self.count += 1
         if len(self._pending) >= self.max_batch:
             self._wake.set()
 
-    def add(self, type_: str, data: dict[str, Any]) -> None:
-        """Queue an event produced by Handoff itself (not the agent)."""
-        self._pending.append(ParsedEvent(type_, utcnow(), data))
+    def _count_usage(self, usage: dict[str, Any]) -> None:
+        def number(*names: str) -> float:
+            for name in names:
+                value = usage.get(name)
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    return float(value)
+            return 0.0
+
+        self.tokens_in += int(number("input_tokens", "tokens_in"))
+        self.tokens_out += int(number("output_tokens", "tokens_out"))
+        self.cost_usd += number("cost_usd")
+        if self.on_usage is not None:
+            self.on_usage(self.tokens_in + self.tokens_out, self.cost_usd)
 
     async def _loop(self) -> None:
         while not self._closed:
@@ -78,17 +110,24 @@ class EventPump:
             batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
             try:
                 async with self.sessions.begin() as session:
-                    await append_events(session, self.task_id, self.run_id, batch)
+                    await self.journal.append_events(session, self.task, self.run_id, batch)
             except Exception:
-                # Keep the events for the next flush rather than lose them; the caller's final
-                # flush raises if the database stays down.
+                # Keep the events for the next flush rather than lose them.
                 self._pending[:0] = batch
                 raise
 
     async def close(self) -> None:
-        """Stop the writer and store whatever is left."""
+        """Stop the writer and store whatever is left (retrying briefly if the database blinks)."""
         self._closed = True
         self._wake.set()
         if self._task is not None:
             await self._task
-        await self.flush()
+        for delay in (0.2, 0.5, 1.0, 2.0, 0):
+            try:
+                await self.flush()
+                return
+            except Exception as exc:
+                if not delay:
+                    raise
+                log.warning("retrying the final event write of run %s: %s", self.run_id, exc)
+                await asyncio.sleep(delay)

@@ -14,9 +14,9 @@ CANCEL_KEY = "handoff:cancel:{task_id}"
 RUN_JOB = "run_task"
 
 
-def job_id(task_id: str, attempt: int) -> str:
-    """The idempotent arq job id of one attempt: enqueueing it twice is a no-op."""
-    return f"run:{task_id}:{attempt}"
+def job_id(task_id: str, gen: int) -> str:
+    """The idempotent arq job id of one enqueue of a task: enqueueing it twice is a no-op."""
+    return f"run:{task_id}:{gen}"
 
 
 def redis_settings(url: str) -> RedisSettings:
@@ -53,14 +53,14 @@ class ArqQueue:
         except (RedisError, OSError) as exc:
             raise QueueUnavailable(f"redis unavailable: {exc}") from exc
 
-    async def enqueue_run(self, task_id: str, attempt: int, *, defer_s: float = 0.0) -> None:
-        """Queue attempt ``attempt`` of ``task_id`` (a repeat with the same attempt is a no-op)."""
+    async def enqueue_run(self, task_id: str, gen: int, *, defer_s: float = 0.0) -> None:
+        """Queue generation ``gen`` of ``task_id`` (a repeat with the same generation is a no-op)."""
         await self._call(
             "enqueue_job",
             RUN_JOB,
             task_id,
-            attempt,
-            _job_id=job_id(task_id, attempt),
+            gen,
+            _job_id=job_id(task_id, gen),
             _queue_name=self.queue_name,
             _defer_by=defer_s or None,
         )

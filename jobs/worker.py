@@ -11,6 +11,7 @@ from arq import Worker
 from arq.worker import func
 from redis.exceptions import RedisError
 from sqlalchemy import select
+from sqlmodel import col
 
 from core.errors import DependencyUnavailable
 from core.models import Run
@@ -47,9 +48,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 async def remove_orphans(wc: WorkerContext) -> list[str]:
     """Remove containers labelled for runs that are no longer running."""
     async with wc.sessions() as session:
-        rows = await session.execute(
-            select(Run.id).where(Run.outcome == RunOutcome.running.value)  # type: ignore[arg-type]
-        )
+        rows = await session.execute(select(col(Run.id)).where(col(Run.outcome) == RunOutcome.running.value))
         live = {str(r) for r in rows.scalars()}
     try:
         removed = await wc.sandbox.remove_orphans(live)
@@ -81,7 +80,7 @@ async def listen_for_cancels(wc: WorkerContext) -> None:
                         event.set()
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
         except asyncio.CancelledError:
             raise
         except (RedisError, OSError, DependencyUnavailable) as exc:

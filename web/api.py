@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
+from sqlmodel import col
 
 from core.models import RunEvent, Task, TaskSource
 from core.states import RunOutcome
@@ -136,8 +137,8 @@ async def _events_after(svc: ServicesDep, run_id: str, after: int, limit: int = 
     async with svc.sessions() as session:
         rows = await session.execute(
             select(RunEvent)
-            .where(RunEvent.run_id == run_id, RunEvent.seq > after)  # type: ignore[arg-type]
-            .order_by(RunEvent.seq)  # type: ignore[arg-type]
+            .where(col(RunEvent.run_id) == run_id, col(RunEvent.seq) > after)
+            .order_by(col(RunEvent.seq))
             .limit(limit)
         )
         return list(rows.scalars())

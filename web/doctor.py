@@ -51,7 +51,7 @@ async def run_doctor(settings: Settings, console: Console) -> bool:
             sandbox = svc.sandbox
             for name, profile in config.profiles.items():
                 try:
-                    client = sandbox.client() if isinstance(sandbox, DockerSandbox) else None
+                    client = sandbox.docker_client() if isinstance(sandbox, DockerSandbox) else None
                     present = client is not None and image_exists(client, profile.image)
                 except HandoffError:
                     present = False

@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import select, text
+from sqlmodel import col
 
 from core.errors import HandoffError
 from core.models import Run
@@ -94,8 +95,8 @@ async def metrics(svc: ServicesDep) -> Response:
     async with svc.sessions() as session:
         rows = await session.execute(
             select(Run)
-            .where(Run.outcome != RunOutcome.running.value, Run.finished_at.is_not(None))  # type: ignore[arg-type,union-attr]
-            .order_by(Run.finished_at.desc())  # type: ignore[union-attr]
+            .where(col(Run.outcome) != RunOutcome.running.value, col(Run.finished_at).is_not(None))
+            .order_by(col(Run.finished_at).desc())
             .limit(1000)
         )
         durations = [r.duration_s for r in rows.scalars() if r.duration_s is not None]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.config import HandoffConfig, load_config
 from core.db import Sessions, make_engine, make_sessions
+from core.journal import Journal
+from core.outbox import Reporter
 from core.ports import Queue, Sandbox
 from core.settings import Settings
 from core.tasks import TaskService
@@ -26,6 +29,7 @@ class Services:
     queue: Queue
     sandbox: Sandbox
     tasks: TaskService
+    journal: Journal
 
     async def close(self) -> None:
         """Release connections."""
@@ -35,9 +39,10 @@ class Services:
         await self.engine.dispose()
 
 
-def build_services(settings: Settings) -> Services:
+def build_services(settings: Settings, reporters: Sequence[Reporter] = ()) -> Services:
     """Build the API's services from settings (connections open lazily)."""
     config = load_config(settings.handoff_config)
+    journal = Journal(reporters)
     engine = make_engine(settings.database_url)
     sessions = make_sessions(engine)
     queue = ArqQueue(settings.redis_url, settings.handoff_queue_name)
@@ -48,5 +53,6 @@ def build_services(settings: Settings) -> Services:
         sessions=sessions,
         queue=queue,
         sandbox=DockerSandbox(base_url=settings.docker_host),
-        tasks=TaskService(sessions, queue, config),
+        tasks=TaskService(sessions, queue, config, journal),
+        journal=journal,
     )

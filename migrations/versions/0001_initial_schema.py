@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-21 07:28:07.482024
+Create Date: 2026-11-21 07:34:56.765924
 """
 
 from collections.abc import Sequence
@@ -46,6 +46,21 @@ def upgrade() -> None:
     sa.Column('outcome', sqlmodel.sql.sqltypes.AutoString(length=255), nullable=True),
     sa.PrimaryKeyConstraint('id')
     )
+    op.create_table('externalref',
+    sa.Column('key', sqlmodel.sql.sqltypes.AutoString(length=255), nullable=False),
+    sa.Column('ref', sa.JSON(), nullable=False),
+    sa.Column('updated_at', core.models.UTCDateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('key')
+    )
+    op.create_table('lock',
+    sa.Column('name', sqlmodel.sql.sqltypes.AutoString(length=500), nullable=False),
+    sa.Column('holder', sqlmodel.sql.sqltypes.AutoString(length=255), nullable=False),
+    sa.Column('expires_at', core.models.UTCDateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('name')
+    )
+    with op.batch_alter_table('lock', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_lock_expires_at'), ['expires_at'], unique=False)
+
     op.create_table('outbox',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('channel', sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
@@ -86,6 +101,9 @@ def upgrade() -> None:
     sa.Column('tries', sa.Integer(), nullable=False),
     sa.Column('max_attempts', sa.Integer(), nullable=False),
     sa.Column('event_seq', sa.Integer(), nullable=False),
+    sa.Column('queue_gen', sa.Integer(), nullable=False),
+    sa.Column('followups', sa.JSON(), nullable=False),
+    sa.Column('needs_approval', sa.Boolean(), nullable=False),
     sa.Column('cancel_requested', sa.Boolean(), nullable=False),
     sa.Column('links', sa.JSON(), nullable=False),
     sa.Column('budget', sa.JSON(), nullable=False),
@@ -121,6 +139,7 @@ def upgrade() -> None:
     sa.Column('tokens_out', sa.Integer(), nullable=False),
     sa.Column('cost_usd', sa.Float(), nullable=False),
     sa.Column('steps', sa.Integer(), nullable=False),
+    sa.Column('instructions', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.Column('exit_code', sa.Integer(), nullable=True),
     sa.Column('summary', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.Column('error', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
@@ -185,6 +204,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_outbox_channel'))
 
     op.drop_table('outbox')
+    with op.batch_alter_table('lock', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_lock_expires_at'))
+
+    op.drop_table('lock')
+    op.drop_table('externalref')
     op.drop_table('delivery')
     with op.batch_alter_table('auditentry', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_auditentry_ts'))

@@ -1,0 +1,184 @@
+"""The command registry shared by GitHub and Slack, and the normalised :class:`Mention`.
+
+Every ingress (an issue comment, a review comment, a Slack mention, a slash command, a DM) turns
+its event into one :class:`Mention` before any command logic runs. :func:`parse` then has three
+outcomes, as in Atlantis: a command to run, a reply to give now, or nothing. Commands register with
+:meth:`Registry.command` and must carry their help, so ``help`` is generated — the same text on GitHub
+and in Slack.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Who(StrEnum):
+    """Who may use a command."""
+
+    anyone = "anyone"
+    writers = "people with write access"
+    requester_or_writers = "the requester or people with write access"
+
+
+@dataclass(frozen=True)
+class Mention:
+    """One request addressed to Handoff, whatever platform it came from."""
+
+    source: str
+    author: str
+    text: str
+    delivery_id: str
+    target_key: str | None = None
+    repo: str | None = None
+    can_write: bool = False
+    is_admin: bool = False
+    links: dict[str, Any] = field(default_factory=dict)
+    context: dict[str, Any] = field(default_factory=dict)
+    # GitHub issue title/body and the like, written by someone who may not be trusted.
+    untrusted: bool = False
+
+
+@dataclass(frozen=True)
+class Command:
+    """A parsed command: its name, its arguments and the mention it came from."""
+
+    name: str
+    args: list[str]
+    mention: Mention
+    options: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def rest(self) -> str:
+        """The arguments joined back into text (free-text instructions)."""
+        return " ".join(self.args)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What to tell the person, where they asked; ``task_id`` when a task was touched."""
+
+    text: str
+    task_id: str | None = None
+    ok: bool = True
+    private: bool = False
+
+
+@dataclass(frozen=True)
+class Ignore:
+    """Not addressed to Handoff (or nothing to do)."""
+
+    reason: str
+
+
+Handler = Callable[[Command, Any], Awaitable[Reply]]
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    """A registered command and its help."""
+
+    name: str
+    usage: str
+    description: str
+    who_can_use: Who
+    examples: tuple[str, ...]
+    handler: Handler
+
+
+class Registry:
+    """Commands by name; built once at start-up, then read-only data."""
+
+    WORK = "work"
+
+    def __init__(self) -> None:
+        self._commands: dict[str, CommandSpec] = {}
+
+    def command(
+        self,
+        name: str,
+        *,
+        usage: str,
+        description: str,
+        who_can_use: Who,
+        examples: tuple[str, ...] = (),
+    ) -> Callable[[Handler], Handler]:
+        """Register the decorated handler; help fields are required."""
+        if not usage or not description:
+            raise ValueError(f"command {name!r} needs usage and description")
+
+        def register(handler: Handler) -> Handler:
+            if name in self._commands:
+                raise ValueError(f"command {name!r} registered twice")
+            self._commands[name] = CommandSpec(name, usage, description, who_can_use, examples, handler)
+            return handler
+
+        return register
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._commands
+
+    def get(self, name: str) -> CommandSpec:
+        """The command called ``name``."""
+        return self._commands[name]
+
+    @property
+    def specs(self) -> list[CommandSpec]:
+        """Every command, the free-text one first, then by name."""
+        return sorted(self._commands.values(), key=lambda s: (s.name != self.WORK, s.name))
+
+    def parse(self, mention: Mention) -> Command | Reply | Ignore:
+        """Split the mention's text into a command (free text is the ``work`` command)."""
+        text = mention.text.strip()
+        if not text:
+            return Reply(self.help_text("markdown" if mention.source == "github" else "slack"))
+        try:
+            words = shlex.split(text, posix=True)
+        except ValueError:
+            words = text.split()
+        options: dict[str, str] = {}
+        while len(words) >= 2 and words[0] in ("--model", "--agent", "--base"):
+            options[words[0][2:]] = words[1]
+            words = words[2:]
+        if not words:
+            return Reply(
+                "Tell me what to do after the options, e.g. `/handoff --model X fix the flaky test`.",
+                ok=False,
+            )
+        head = words[0].lower()
+        if head in self._commands and head != self.WORK and not options:
+            return Command(head, words[1:], mention)
+        # Free text: keep the original spacing and line breaks of the instructions.
+        body = _strip_options(text) if options else text
+        return Command(self.WORK, [body], mention, options)
+
+    def help_text(self, style: str = "markdown") -> str:
+        """The help for every command, as GitHub Markdown or Slack mrkdwn (same words)."""
+        bold = "**{}**" if style == "markdown" else "*{}*"
+        lines = [bold.format("Handoff commands"), ""]
+        for spec in self.specs:
+            lines.append(f"• `{spec.usage}` — {spec.description} _(who: {spec.who_can_use.value})_")
+            lines.extend(f"    e.g. `{example}`" for example in spec.examples)
+        return "\n".join(lines)
+
+
+_OPTION = re.compile(r"^\s*(?:--(?:model|agent|base)\s+\S+\s+)+")
+
+
+def _strip_options(text: str) -> str:
+    return _OPTION.sub("", text, count=1).strip()
+
+
+def allowed(spec: CommandSpec, mention: Mention, requester: str | None = None) -> bool:
+    """Whether the author of ``mention`` may use ``spec`` (on a task requested by ``requester``)."""
+    if spec.who_can_use is Who.anyone:
+        return True
+    if mention.can_write or mention.is_admin:
+        return True
+    return (
+        spec.who_can_use is Who.requester_or_writers and requester is not None and requester == mention.author
+    )

@@ -1,0 +1,155 @@
+"""Admission and queueing: concurrency caps, one active task per target, and FIFO promotion.
+
+A task may start when fewer than ``max_running`` tasks run overall, fewer than ``per_repo`` run on
+its repository, and no other task runs on its target (issue or pull request). Otherwise it goes to
+``waiting`` with its queue position, and is promoted (oldest first) when a slot frees. Decisions are
+serialised by an admission lock (a PostgreSQL advisory lock; on SQLite, the database write lock), so
+two workers can never both take the last slot. A crashed run holds nothing: the reaper ends or
+requeues it once its heartbeat is stale, which frees its slot and its target.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
+from sqlmodel import col
+
+from core.config import ConcurrencyLimits
+from core.journal import Journal
+from core.models import Task
+from core.ports import Queue
+from core.states import TaskState
+
+ADMISSION_LOCK_ID = 7_331_001
+
+# Reasons a task waits; the prefix tells promotion it may retry.
+WAIT_LIMIT = "concurrency limit"
+WAIT_REPO = "repository limit"
+WAIT_TARGET = "another task is running on"
+WAIT_APPROVAL = "awaiting approval by a maintainer"
+
+
+async def admission_lock(session: AsyncSession, task_id: str) -> None:
+    """Serialise admission decisions until the transaction ends."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": ADMISSION_LOCK_ID})
+    else:
+        # SQLite has one writer at a time: writing first takes that lock for the whole transaction.
+        await session.execute(
+            update(Task).where(col(Task.id) == task_id).values(event_seq=col(Task.event_seq))
+        )
+
+
+async def enqueue(session: AsyncSession, queue: Queue, task: Task, *, defer_s: float = 0.0) -> int:
+    """Bump the task's queue generation and enqueue a job carrying it; return the generation.
+
+    The generation makes every enqueue a distinct arq job id (arq keeps finished job ids for an
+    hour) while a repeat of the same enqueue stays a no-op; a job whose generation is stale is skipped.
+    """
+    result = await session.execute(
+        update(Task)
+        .where(col(Task.id) == task.id)
+        .values(queue_gen=col(Task.queue_gen) + 1)
+        .returning(col(Task.queue_gen))
+    )
+    gen = int(result.scalar_one())
+    task.queue_gen = gen
+    await queue.enqueue_run(task.id, gen, defer_s=defer_s)
+    return gen
+
+
+async def _running(session: AsyncSession, *conditions: ColumnElement[bool]) -> int:
+    query = (
+        select(func.count()).select_from(Task).where(col(Task.state) == TaskState.running.value, *conditions)
+    )
+    return int((await session.execute(query)).scalar_one())
+
+
+async def blocked_by(session: AsyncSession, task: Task, limits: ConcurrencyLimits) -> str | None:
+    """Why ``task`` cannot start now, or ``None`` when it may (call under the admission lock)."""
+    if task.target_key and await _running(
+        session, col(Task.target_key) == task.target_key, col(Task.id) != task.id
+    ):
+        return f"{WAIT_TARGET} {task.target_key}"
+    if await _running(session) >= limits.max_running:
+        return f"{WAIT_LIMIT} ({limits.max_running} running)"
+    if await _running(session, col(Task.repo) == task.repo) >= limits.per_repo:
+        return f"{WAIT_REPO} ({limits.per_repo} running on {task.repo})"
+    # First come, first served: an older task of this repository waiting for a slot goes first.
+    older = await session.execute(
+        select(func.count())
+        .select_from(Task)
+        .where(
+            col(Task.state) == TaskState.waiting.value,
+            col(Task.repo) == task.repo,
+            col(Task.created_at) < task.created_at,
+            col(Task.state_reason).like(f"{WAIT_LIMIT}%") | col(Task.state_reason).like(f"{WAIT_REPO}%"),
+        )
+    )
+    if int(older.scalar_one()):
+        return f"{WAIT_REPO} (older tasks of {task.repo} are waiting)"
+    return None
+
+
+async def queue_position(session: AsyncSession, task: Task) -> int:
+    """1 + the number of tasks waiting (not for approval) that were created before ``task``."""
+    query = (
+        select(func.count())
+        .select_from(Task)
+        .where(
+            col(Task.state) == TaskState.waiting.value,
+            col(Task.needs_approval).is_(False),
+            col(Task.created_at) < task.created_at,
+            col(Task.id) != task.id,
+        )
+    )
+    return int((await session.execute(query)).scalar_one()) + 1
+
+
+async def promote_waiting(
+    session: AsyncSession, journal: Journal, queue: Queue, limits: ConcurrencyLimits, *, batch: int = 50
+) -> list[str]:
+    """Queue the oldest waiting tasks that may start now; return their ids.
+
+    Call under the admission lock. Tasks counted here as promoted are not yet running, so the number
+    promoted is bounded by the free slots; the lease re-checks admission anyway.
+    """
+    free = limits.max_running - await _running(session)
+    if free <= 0:
+        return []
+    rows = await session.execute(
+        select(Task)
+        .where(col(Task.state) == TaskState.waiting.value, col(Task.needs_approval).is_(False))
+        .order_by(col(Task.created_at), col(Task.id))
+        .limit(batch)
+    )
+    promoted: list[str] = []
+    repo_taken: dict[str, int] = {}
+    targets: set[str] = set()
+    queued_now = await session.execute(
+        select(col(Task.repo), col(Task.target_key)).where(col(Task.state) == TaskState.queued.value)
+    )
+    for repo, target in queued_now.all():
+        repo_taken[repo] = repo_taken.get(repo, 0) + 1
+        if target:
+            targets.add(target)
+    for task in rows.scalars():
+        if len(promoted) >= free:
+            break
+        if task.target_key and task.target_key in targets:
+            continue
+        if await blocked_by(session, task, limits) is not None:
+            continue
+        if (
+            await _running(session, col(Task.repo) == task.repo) + repo_taken.get(task.repo, 0)
+            >= limits.per_repo
+        ):
+            continue
+        await journal.transition(session, task, TaskState.queued, reason="a slot is free")
+        await enqueue(session, queue, task)
+        promoted.append(task.id)
+        repo_taken[task.repo] = repo_taken.get(task.repo, 0) + 1
+        if task.target_key:
+            targets.add(task.target_key)
+    return promoted
