@@ -127,3 +127,19 @@ class Reporter(Protocol):
     async def on_event(self, task: Any, run: Any, event: Any) -> None:
         """React to one event of ``run`` of ``task``."""
         ...
+
+
+class GitCredentials(Protocol):
+    """Supplies the git auth header for a task's repository (e.g. a GitHub installation token)."""
+
+    async def auth_header(self, task: Any) -> str | None:
+        """``http.extraheader`` value for clone and push, or ``None`` for no auth."""
+        ...
+
+
+class PostPush(Protocol):
+    """Runs on the host after a run pushed its branch (e.g. open or update the pull request)."""
+
+    async def after_push(self, task: Any, run: Any, push: PushResult, summary: str | None) -> dict[str, Any]:
+        """Return link updates to store on the task (``pr_url``, ``pr_number``...)."""
+        ...

@@ -26,6 +26,53 @@ class Settings(BaseSettings):
     handoff_api_token: SecretStr | None = Field(default=None, description="bearer token for /api")
     handoff_queue_name: str = Field(default="handoff:queue")
     docker_host: str | None = Field(default=None)
+    handoff_session_secret: SecretStr | None = Field(
+        default=None, description="signs dashboard session cookies; generated per process when unset"
+    )
+
+    # GitHub App (github_app/). Several webhook secrets may be given, comma-separated, for rotation.
+    github_app_id: str | None = None
+    github_private_key: SecretStr | None = None
+    github_private_key_path: Path | None = None
+    github_webhook_secret: SecretStr | None = None
+    github_api_url: str = "https://api.github.com"
+    github_git_url: str = "https://github.com"
+    github_web_url: str = Field(default="https://github.com", description="base of OAuth sign-in pages")
+    github_app_slug: str | None = None
+    github_client_id: str | None = None
+    github_client_secret: SecretStr | None = None
+
+    # Slack (bot/).
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+    slack_api_url: str = "https://slack.com/api/"
+
+    # Model providers (jobs/agent). Only the key a profile names is ever passed to a sandbox.
+    anthropic_api_key: SecretStr | None = None
+    anthropic_base_url: str | None = None
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = None
+
+    @property
+    def github_webhook_secrets(self) -> list[str]:
+        """Every configured webhook secret (rotation: old and new both verify)."""
+        if self.github_webhook_secret is None:
+            return []
+        return [part.strip() for part in self.github_webhook_secret.get_secret_value().split(",") if part.strip()]
+
+    @property
+    def github_configured(self) -> bool:
+        """True when the GitHub App can verify webhooks and call the API."""
+        has_key = self.github_private_key is not None or self.github_private_key_path is not None
+        return bool(self.github_app_id and has_key and self.github_webhook_secrets)
+
+    @property
+    def slack_configured(self) -> bool:
+        """True when the Slack bot can verify requests and post."""
+        return self.slack_bot_token is not None and (
+            self.slack_signing_secret is not None or self.slack_app_token is not None
+        )
 
     @field_validator("database_url")
     @classmethod

@@ -14,7 +14,7 @@ from core.config import HandoffConfig, load_config
 from core.db import Sessions, make_engine, make_sessions
 from core.journal import Journal
 from core.outbox import Reporter
-from core.ports import Sandbox
+from core.ports import GitCredentials, PostPush, Sandbox
 from core.settings import Settings
 from core.tasks import TaskService
 from jobs.queue import ArqQueue
@@ -37,6 +37,8 @@ class WorkerContext:
     # task id -> event that stops its container (set by cancel requests and shutdown).
     active: dict[str, asyncio.Event] = field(default_factory=dict)
     shutting_down: bool = False
+    git_credentials: GitCredentials | None = None
+    post_push: list[PostPush] = field(default_factory=list)
 
     async def close(self) -> None:
         """Release connections."""

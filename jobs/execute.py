@@ -42,6 +42,7 @@ class Outcome:
     tokens_in: int = 0
     tokens_out: int = 0
     cost_usd: float = 0.0
+    links: dict[str, Any] = field(default_factory=dict)
 
 
 class Execution:
@@ -60,14 +61,16 @@ class Execution:
         """Do the run; never raises for agent, git or sandbox failures (they become outcomes)."""
         task, run = self.task, self.run
         _name, profile = self.wc.config.profile(task.agent)
+        auth = await self.wc.git_credentials.auth_header(task) if self.wc.git_credentials else None
         workspace = GitWorkspace(
-            task.repo,
+            str(task.links.get("clone_url") or task.repo),
             self.wc.settings.handoff_workspace_dir,
             task.id,
             run.id,
             base_ref=task.base_ref,
             sandbox_uid=_uid(profile.user),
             sandbox_gid=_gid(profile.user),
+            auth_header=auth,
         )
         pump = EventPump(self.wc.sessions, self.wc.journal, task, run.id, on_usage=self._check_usage)
         pump.start()
@@ -164,6 +167,12 @@ class Execution:
             outcome.branch = pushed.branch
             outcome.head_sha = pushed.head_sha
             outcome.files_changed = pushed.files_changed
+            for hook in self.wc.post_push:
+                try:
+                    outcome.links.update(await hook.after_push(self.task, self.run, pushed, outcome.summary))
+                except Exception as exc:  # the branch is pushed; say what failed, keep the success
+                    log.warning("post-push step failed for task %s: %s", self.task.id, exc)
+                    pump.add(EventType.error.value, {"message": f"after push: {exc}"})
         else:
             pump.add(EventType.result.value, {"summary": "no changes", "changed": False})
         return outcome

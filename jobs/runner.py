@@ -181,6 +181,11 @@ class Runner:
                     values["branch"] = outcome.branch
                 if outcome.summary:
                     values["summary"] = outcome.summary
+                if outcome.links:
+                    values["links"] = {**fresh.links, **outcome.links}
+                    if outcome.links.get("pr_url"):
+                        values["pr_url"] = outcome.links["pr_url"]
+                        extra["pr_url"] = outcome.links["pr_url"]
                 if retry or followup:
                     delay = 0.0
                     reason = "follow-up queued"

@@ -1,0 +1,449 @@
+"""The Docker sandbox: runs one agent container per run, hardened, with a wall-clock deadline.
+
+The docker SDK is blocking, so every short call runs in a thread (``asyncio.to_thread``) and the two
+log streams run in dedicated daemon threads: a ``logs(follow=True)`` read can block for the whole
+run, and parking it in the loop's small default executor would starve the ``kill`` that enforces
+the deadline and cancellation.
+
+Output: stdout and stderr are followed as two separate streams, each with its own line buffer, so a
+JSON event written to stdout is never spliced with stderr bytes that arrive mid-line. Both reach
+``on_line`` (stderr lines can be routed to ``on_stderr`` instead); the order *between* the two
+streams is only approximate, the order within each is exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import docker
+import docker.errors
+import requests
+
+from core.errors import SandboxError, SandboxUnavailable
+from core.ports import SandboxResult, SandboxSpec
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: A longer line is cut to this many bytes so a runaway writer cannot exhaust the worker's memory.
+MAX_LINE = 1 << 20
+#: Line batches handed to the loop but not yet delivered; a reader blocks past this (backpressure).
+_MAX_PENDING_BATCHES = 256
+#: How long to wait for the log streams to end after a kill before closing them by force.
+_DRAIN_AFTER_KILL_S = 10.0
+_LABEL_MANAGED = "handoff.managed"
+_LABEL_TASK = "handoff.task"
+_LABEL_RUN = "handoff.run"
+_OOM_EXIT = 137  # 128 + SIGKILL: what a kernel OOM kill looks like through docker-init
+
+
+class LineSplitter:
+    """Split a byte stream into text lines, across chunk boundaries, cutting overlong lines."""
+
+    def __init__(self, max_line: int = MAX_LINE) -> None:
+        self._buf = bytearray()
+        self._max = max_line
+        self._skipping = False  # inside an overlong line whose head was already emitted
+
+    def feed(self, chunk: bytes) -> list[str]:
+        """Add ``chunk`` and return the lines it completes (without their newline)."""
+        out: list[str] = []
+        start = 0
+        while (nl := chunk.find(b"\n", start)) >= 0:
+            if self._skipping:
+                self._skipping = False  # the tail of a cut line: drop it
+            else:
+                self._buf += chunk[start:nl]
+                out.append(_decode(self._buf[: self._max]))
+                self._buf.clear()
+            start = nl + 1
+        if start < len(chunk) and not self._skipping:
+            self._buf += chunk[start:]
+            if len(self._buf) > self._max:
+                # Emit the head now instead of buffering until a newline that may never come.
+                out.append(_decode(self._buf[: self._max]))
+                self._buf.clear()
+                self._skipping = True
+        return out
+
+    @property
+    def pending(self) -> bytes | None:
+        """The unterminated bytes held so far; None inside an overlong line (already emitted)."""
+        return None if self._skipping else bytes(self._buf)
+
+    def flush(self) -> list[str]:
+        """Return the last, unterminated line, if any."""
+        rest = [] if self._skipping or not self._buf else [_decode(self._buf)]
+        self._buf.clear()
+        self._skipping = False
+        return rest
+
+
+def _decode(raw: bytes | bytearray) -> str:
+    text = raw.decode("utf-8", "replace")
+    return text[:-1] if text.endswith("\r") else text
+
+
+def _parse_user(user: str) -> tuple[int, int]:
+    """``"uid[:gid]"`` as numbers; names are refused because root-ness cannot be checked."""
+    uid_s, _, gid_s = user.partition(":")
+    if not uid_s.isdigit() or (gid_s and not gid_s.isdigit()):
+        raise SandboxError(f"sandbox user must be numeric 'uid:gid', got {user!r}")
+    uid, gid = int(uid_s), int(gid_s or uid_s)
+    if uid == 0:
+        raise SandboxError("sandbox user must not be root (uid 0)")
+    return uid, gid
+
+
+def container_name(run_id: str) -> str:
+    """The container name for ``run_id`` (``handoff-<run_id>``, restricted to Docker's charset)."""
+    return "handoff-" + re.sub(r"[^a-zA-Z0-9_.-]", "-", run_id)
+
+
+def hardening_kwargs(spec: SandboxSpec) -> dict[str, Any]:
+    """The isolation and resource settings of ``spec``'s container (pure; raises SandboxError)."""
+    uid, gid = _parse_user(spec.user)
+    limits = spec.limits
+    return {
+        "network_mode": "bridge" if spec.network else "none",
+        "read_only": True,
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges:true"],
+        "user": f"{uid}:{gid}",
+        "privileged": False,
+        "pids_limit": limits.pids,
+        "mem_limit": limits.memory,
+        "memswap_limit": limits.memory,  # equal to mem_limit: no swap
+        "nano_cpus": int(limits.cpus * 1_000_000_000),
+        "init": True,  # docker-init reaps zombies and forwards signals
+        # uid/gid because mode= is ignored when /tmp exists in the image (its mode is copied up).
+        "tmpfs": {"/tmp": f"rw,exec,nosuid,nodev,size={limits.tmpfs_size},uid={uid},gid={gid}"},
+        # Bounded on-disk logs: a chatty agent must not fill the host's disk.
+        "log_config": {"type": "json-file", "config": {"max-size": "20m", "max-file": "2"}},
+    }
+
+
+def create_kwargs(spec: SandboxSpec) -> dict[str, Any]:
+    """Everything passed to ``containers.create`` for ``spec`` (pure; raises SandboxError)."""
+    if not spec.workspace.is_absolute() or not spec.spec_file.is_absolute():
+        raise SandboxError("sandbox workspace and spec_file must be absolute paths")
+    env = {"HOME": "/tmp", **spec.env, "HANDOFF_TASK_ID": spec.task_id, "HANDOFF_RUN_ID": spec.run_id}
+    return {
+        "image": spec.image,
+        "command": list(spec.command),
+        "name": container_name(spec.run_id),
+        "labels": {_LABEL_TASK: spec.task_id, _LABEL_RUN: spec.run_id, _LABEL_MANAGED: "1"},
+        "environment": env,
+        "working_dir": "/workspace",
+        "volumes": {
+            str(spec.workspace): {"bind": "/workspace", "mode": "rw"},
+            str(spec.spec_file): {"bind": "/handoff/task.json", "mode": "ro"},
+        },
+        "detach": True,
+        **hardening_kwargs(spec),
+    }
+
+
+class _Reader:
+    """Follows one output stream of a container in a daemon thread and feeds lines to the loop."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        container: Any,
+        stderr: bool,
+        on_line: Callable[[str], None],
+    ) -> None:
+        self._loop = loop
+        self._container = container
+        self._stderr = stderr
+        self._on_line = on_line
+        self._pending = threading.BoundedSemaphore(_MAX_PENDING_BATCHES)
+        self._stop = threading.Event()
+        self._stream: Any = None
+        self.done: asyncio.Future[None] = loop.create_future()
+        name = f"handoff-logs-{container.short_id}-{'err' if stderr else 'out'}"
+        threading.Thread(target=self._run, name=name, daemon=True).start()
+
+    def close(self) -> None:
+        """Stop reading now (closes the HTTP stream, which unblocks the thread)."""
+        self._stop.set()
+        if self._stream is not None:
+            with contextlib.suppress(Exception):
+                self._stream.close()
+
+    def _run(self) -> None:
+        error: BaseException | None = None
+        try:
+            self._stream = self._container.logs(
+                stdout=not self._stderr, stderr=self._stderr, stream=True, follow=True
+            )
+            splitter = LineSplitter()
+            for chunk in self._stream:
+                if not self._emit(splitter.feed(chunk)):
+                    return
+            self._recover_last_fragment(splitter)
+            self._emit(splitter.flush())
+        except BaseException as exc:  # reported to the awaiting coroutine, not lost in a thread
+            error = exc if not self._stop.is_set() else None
+        finally:
+            if self._stream is not None:
+                with contextlib.suppress(Exception):
+                    self._stream.close()
+            self._finish(error)
+
+    def _recover_last_fragment(self, splitter: LineSplitter) -> None:
+        # dockerd 20.10's json-file follower drops a final line without a newline when the
+        # container stops while followed; the non-follow tail still has it. Complete lines are
+        # never lost, so only bytes after the tail's last newline can be missing.
+        held = splitter.pending
+        if held is None or self._stop.is_set():
+            return
+        tail: bytes = self._container.logs(stdout=not self._stderr, stderr=self._stderr, tail=64)
+        fragment = tail[tail.rfind(b"\n") + 1 :]
+        if fragment.startswith(held):
+            splitter.feed(fragment[len(held) :])
+
+    def _emit(self, lines: list[str]) -> bool:
+        if not lines:
+            return True
+        while not self._pending.acquire(timeout=0.5):
+            if self._stop.is_set():
+                return False
+        try:
+            self._loop.call_soon_threadsafe(self._deliver, lines)
+        except RuntimeError:  # the loop is closed: nobody listens any more
+            return False
+        return True
+
+    def _deliver(self, lines: list[str]) -> None:
+        try:
+            for line in lines:
+                try:
+                    self._on_line(line)
+                except Exception:  # a consumer bug must not stop the stream or leak the semaphore
+                    log.exception("on_line callback failed")
+        finally:
+            self._pending.release()
+
+    def _finish(self, error: BaseException | None) -> None:
+        def settle() -> None:
+            if self.done.done():
+                return
+            if error is None:
+                self.done.set_result(None)
+            else:
+                self.done.set_exception(error)
+
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(settle)
+
+
+class DockerSandbox:
+    """:class:`core.ports.Sandbox` on a Docker engine (docker SDK, API 1.41 by default)."""
+
+    def __init__(self, base_url: str | None = None, *, version: str = "1.41", timeout: int = 60) -> None:
+        """Remember where the engine is; the client is built on first use (no I/O here)."""
+        self._base_url = base_url
+        self._version = version
+        self._timeout = timeout
+        self._client: docker.DockerClient | None = None
+        self._lock = threading.Lock()
+
+    def _docker(self) -> docker.DockerClient:
+        with self._lock:
+            if self._client is None:
+                kwargs: dict[str, Any] = {"version": self._version, "timeout": self._timeout}
+                # Two long-lived log streams per run plus short calls: more than the default 10.
+                kwargs["max_pool_size"] = 32
+                if self._base_url is None:
+                    self._client = docker.DockerClient.from_env(**kwargs)
+                else:
+                    self._client = docker.DockerClient(base_url=self._base_url, **kwargs)
+            return self._client
+
+    def close(self) -> None:
+        """Close the client's connections."""
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    async def _call(self, what: str, fn: Callable[[docker.DockerClient], T]) -> T:
+        """Run ``fn(client)`` in a thread, translating SDK failures into Handoff errors."""
+
+        def call() -> T:
+            return fn(self._docker())
+
+        try:
+            return await asyncio.to_thread(call)
+        except docker.errors.ImageNotFound as exc:
+            raise SandboxError(f"sandbox image not found: {exc.explanation or exc}") from exc
+        except docker.errors.APIError as exc:
+            # The engine answered and refused: the spec, not the engine, is at fault.
+            raise SandboxError(f"{what} failed: {exc.explanation or exc}") from exc
+        except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
+            raise SandboxUnavailable(f"sandbox unavailable: {what}: {exc}") from exc
+
+    async def ping(self) -> None:
+        """Raise :class:`SandboxUnavailable` if the engine does not answer."""
+        try:
+            await self._call("ping", lambda c: c.ping())
+        except SandboxError as exc:
+            raise SandboxUnavailable(f"sandbox unavailable: {exc}") from exc
+
+    async def run(
+        self,
+        spec: SandboxSpec,
+        on_line: Callable[[str], None],
+        cancel: asyncio.Event,
+        on_start: Callable[[str], None] | None = None,
+        *,
+        on_stderr: Callable[[str], None] | None = None,
+    ) -> SandboxResult:
+        """Run ``spec`` to its end, streaming output lines; see :class:`core.ports.Sandbox`.
+
+        ``on_stderr`` (optional) receives stderr lines; without it they go to ``on_line`` too.
+        """
+        kwargs = create_kwargs(spec)
+        if not spec.workspace.is_dir():
+            raise SandboxError(f"sandbox workspace {spec.workspace} is not a directory")
+        if not spec.spec_file.is_file():
+            # Docker would silently create a directory in place of a missing bind source.
+            raise SandboxError(f"sandbox spec file {spec.spec_file} does not exist")
+        container = await self._call("create container", lambda c: self._create(c, kwargs))
+        try:
+            await self._call("start container", lambda c: container.start())
+            if on_start is not None:
+                on_start(container.id)
+            return await self._supervise(spec, container, on_line, on_stderr or on_line, cancel)
+        finally:
+            # Shielded so that a cancelled run (worker shutdown) still kills and removes its container.
+            await asyncio.shield(self._remove_quietly(container))
+
+    @staticmethod
+    def _create(client: docker.DockerClient, kwargs: dict[str, Any]) -> Any:
+        try:
+            return client.containers.create(**kwargs)
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:
+                raise
+        # A container of the same run survived a crashed worker: it is ours and stale.
+        client.containers.get(kwargs["name"]).remove(force=True)
+        return client.containers.create(**kwargs)
+
+    async def _supervise(
+        self,
+        spec: SandboxSpec,
+        container: Any,
+        on_out: Callable[[str], None],
+        on_err: Callable[[str], None],
+        cancel: asyncio.Event,
+    ) -> SandboxResult:
+        loop = asyncio.get_running_loop()
+        readers = [_Reader(loop, container, False, on_out), _Reader(loop, container, True, on_err)]
+        streams = asyncio.gather(*(r.done for r in readers))
+        cancelled = asyncio.ensure_future(cancel.wait())
+        timed_out = was_cancelled = killed = False
+        error: str | None = None
+        try:
+            first: set[asyncio.Future[Any]] = {streams, cancelled}
+            await asyncio.wait(first, timeout=spec.limits.timeout_s, return_when=asyncio.FIRST_COMPLETED)
+            if not streams.done():
+                # The log streams end only when the container stops: still open means still running.
+                was_cancelled = cancel.is_set()
+                timed_out = not was_cancelled
+                await self._kill(container)
+                killed = True
+                try:
+                    await asyncio.wait_for(asyncio.shield(streams), _DRAIN_AFTER_KILL_S)
+                except TimeoutError:
+                    for r in readers:
+                        r.close()
+            with contextlib.suppress(Exception):
+                await streams
+            exc = streams.exception() if streams.done() and not streams.cancelled() else None
+            if exc is not None:
+                error = f"log stream failed: {exc}"
+        finally:
+            cancelled.cancel()
+            for r in readers:
+                r.close()
+        status = await self._call("wait for container", lambda c: container.wait(timeout=self._timeout))
+        exit_code: int | None = status.get("StatusCode")
+        await self._call("inspect container", lambda c: container.reload())
+        state = container.attrs.get("State", {})
+        # cgroup v1: the kernel kills the hog, docker-init exits 137; OOMKilled is not always set.
+        oom = bool(state.get("OOMKilled")) or (exit_code == _OOM_EXIT and not killed)
+        return SandboxResult(
+            exit_code=exit_code,
+            timed_out=timed_out,
+            oom=oom,
+            cancelled=was_cancelled,
+            container_id=container.id,
+            error=error,
+        )
+
+    async def _kill(self, container: Any) -> None:
+        def kill(_: docker.DockerClient) -> None:
+            try:
+                container.kill()
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:  # 409: it already stopped on its own
+                    raise
+
+        await self._call("kill container", kill)
+
+    async def _remove_quietly(self, container: Any) -> None:
+        try:
+            await self._call("remove container", lambda c: _force_remove(container))
+        except (SandboxError, SandboxUnavailable) as exc:
+            # The reaper's remove_orphans retries later from the labels.
+            log.warning("could not remove container %s: %s", container.id, exc)
+
+    async def _remove_where(self, keep: Callable[[dict[str, str]], bool], labels: list[str]) -> list[str]:
+        def remove(client: docker.DockerClient) -> list[str]:
+            removed: list[str] = []
+            for c in client.containers.list(all=True, filters={"label": labels}):
+                if not keep(c.labels) and _force_remove(c):
+                    removed.append(str(c.id))
+            return removed
+
+        return await self._call("remove containers", remove)
+
+    async def remove_orphans(self, live_run_ids: set[str]) -> list[str]:
+        """Remove Handoff containers whose run is not in ``live_run_ids``; return their ids.
+
+        ``live_run_ids`` must hold every live run on this engine, not only this worker's: a
+        worker sharing the engine would otherwise lose its containers.
+        """
+        return await self._remove_where(
+            lambda labels: labels.get(_LABEL_RUN) in live_run_ids, [f"{_LABEL_MANAGED}=1"]
+        )
+
+    async def remove_run(self, run_id: str) -> list[str]:
+        """Kill and remove every container labelled for ``run_id``; return their ids."""
+        labels = [f"{_LABEL_MANAGED}=1", f"{_LABEL_RUN}={run_id}"]
+        return await self._remove_where(lambda _: False, labels)
+
+
+def _force_remove(container: Any) -> bool:
+    """Kill and remove ``container``; False when it was already gone."""
+    try:
+        container.remove(force=True)
+    except docker.errors.NotFound:
+        return False
+    except docker.errors.APIError as exc:
+        if exc.status_code == 409:  # removal already in progress elsewhere
+            return False
+        raise
+    return True
