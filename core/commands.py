@@ -41,6 +41,8 @@ class Mention:
     context: dict[str, Any] = field(default_factory=dict)
     # GitHub issue title/body and the like, written by someone who may not be trusted.
     untrusted: bool = False
+    # What a new task from this mention is recorded as (a ``core.models.TaskSource`` value).
+    task_source: str = "api"
 
 
 @dataclass(frozen=True)

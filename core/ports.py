@@ -143,3 +143,21 @@ class PostPush(Protocol):
     async def after_push(self, task: Any, run: Any, push: PushResult, summary: str | None) -> dict[str, Any]:
         """Return link updates to store on the task (``pr_url``, ``pr_number``...)."""
         ...
+
+
+@dataclass
+class Integration:
+    """What one external system (GitHub, Slack) plugs into the API and the worker.
+
+    Built once at the composition root; ``router`` is a FastAPI router (typed loosely: core does
+    not import frameworks).
+    """
+
+    name: str
+    reporters: list[Any] = field(default_factory=list)
+    notifiers: list[Any] = field(default_factory=list)
+    router: Any = None
+    git_credentials: GitCredentials | None = None
+    post_push: list[PostPush] = field(default_factory=list)
+    # Extra services by name (e.g. the GitHub client), for the worker's jobs and the dashboard.
+    extras: dict[str, Any] = field(default_factory=dict)

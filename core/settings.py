@@ -59,7 +59,9 @@ class Settings(BaseSettings):
         """Every configured webhook secret (rotation: old and new both verify)."""
         if self.github_webhook_secret is None:
             return []
-        return [part.strip() for part in self.github_webhook_secret.get_secret_value().split(",") if part.strip()]
+        return [
+            part.strip() for part in self.github_webhook_secret.get_secret_value().split(",") if part.strip()
+        ]
 
     @property
     def github_configured(self) -> bool:
