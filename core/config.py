@@ -54,6 +54,7 @@ class ConcurrencyLimits(BaseModel):
     stale_after_s: float = Field(default=60.0, gt=0)
     shutdown_grace_s: float = Field(default=30.0, ge=0)
     retry_backoff_s: float = Field(default=5.0, ge=0, description="first automatic retry delay; doubles")
+    reaper_interval_s: int = Field(default=5, ge=1, le=60, description="seconds between reaper passes")
 
 
 class Budget(BaseModel):
@@ -74,6 +75,19 @@ class Budget(BaseModel):
         return Budget.model_validate(merged)
 
 
+class OutboxConfig(BaseModel):
+    """Delivery of notifications: pacing per target and how long to keep trying."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    github_object_interval_s: float = Field(default=2.0, ge=0, description="writes per GitHub object")
+    slack_message_interval_s: float = Field(default=1.0, ge=0, description="chat.update per message")
+    github_creates_per_minute: int = Field(default=80, ge=1, description="content creation per installation")
+    horizon_s: float = Field(default=86_400.0, gt=0, description="give up on a notification after this")
+    max_backoff_s: float = Field(default=300.0, gt=0)
+    poll_s: float = Field(default=0.1, gt=0)
+
+
 class HandoffConfig(BaseModel):
     """The parsed ``handoff.yml``."""
 
@@ -83,6 +97,11 @@ class HandoffConfig(BaseModel):
     profiles: dict[str, Profile] = Field(default_factory=lambda: {"shell": Profile()})
     limits: ConcurrencyLimits = Field(default_factory=ConcurrencyLimits)
     budget: Budget = Field(default_factory=Budget)
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
+    # Extra sections read by integrations (github:, slack:); validated by their own models.
+    github: dict[str, Any] = Field(default_factory=dict)
+    slack: dict[str, Any] = Field(default_factory=dict)
+    webhooks: list[dict[str, Any]] = Field(default_factory=list)
     secret_patterns: list[str] = Field(default_factory=list)
 
     @field_validator("profiles")

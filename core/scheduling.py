@@ -3,8 +3,8 @@
 A task may start when fewer than ``max_running`` tasks run overall, fewer than ``per_repo`` run on
 its repository, and no other task runs on its target (issue or pull request). Otherwise it goes to
 ``waiting`` with its queue position, and is promoted (oldest first) when a slot frees. Decisions are
-serialised by an admission lock (a PostgreSQL advisory lock; on SQLite, the database write lock), so
-two workers can never both take the last slot. A crashed run holds nothing: the reaper ends or
+serialised by an admission lock (one row every admission writes first), so two workers can never
+both take the last slot. A crashed run holds nothing: the reaper ends or
 requeues it once its heartbeat is stale, which frees its slot and its target.
 """
 
@@ -15,13 +15,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import col
 
+from core.clock import utcnow
 from core.config import ConcurrencyLimits
 from core.journal import Journal
 from core.models import Task
 from core.ports import Queue
 from core.states import TaskState
 
-ADMISSION_LOCK_ID = 7_331_001
+ADMISSION_LOCK = "admission"
 
 # Reasons a task waits; the prefix tells promotion it may retry.
 WAIT_LIMIT = "concurrency limit"
@@ -30,15 +31,19 @@ WAIT_TARGET = "another task is running on"
 WAIT_APPROVAL = "awaiting approval by a maintainer"
 
 
-async def admission_lock(session: AsyncSession, task_id: str) -> None:
-    """Serialise admission decisions until the transaction ends."""
-    if session.get_bind().dialect.name == "postgresql":
-        await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": ADMISSION_LOCK_ID})
-    else:
-        # SQLite has one writer at a time: writing first takes that lock for the whole transaction.
-        await session.execute(
-            update(Task).where(col(Task.id) == task_id).values(event_seq=col(Task.event_seq))
-        )
+async def admission_lock(session: AsyncSession, holder: str) -> None:
+    """Serialise admission decisions until the transaction ends.
+
+    An upsert of one well-known row always writes: on PostgreSQL it row-locks it, on SQLite it takes
+    the database write lock, so concurrent admissions (any number of workers) queue up behind it.
+    """
+    await session.execute(
+        text(
+            "INSERT INTO lock (name, holder, expires_at) VALUES (:name, :holder, :now) "
+            "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at"
+        ),
+        {"name": ADMISSION_LOCK, "holder": holder[:255], "now": utcnow()},
+    )
 
 
 async def enqueue(session: AsyncSession, queue: Queue, task: Task, *, defer_s: float = 0.0) -> int:

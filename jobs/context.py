@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 from collections.abc import Sequence
@@ -13,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from core.config import HandoffConfig, load_config
 from core.db import Sessions, make_engine, make_sessions
 from core.journal import Journal
-from core.outbox import Reporter
-from core.ports import GitCredentials, PostPush, Sandbox
+from core.outbox import Notifier, Reporter
+from core.ports import GitCredentials, Integration, PostPush, Sandbox
 from core.settings import Settings
 from core.tasks import TaskService
 from jobs.queue import ArqQueue
@@ -39,15 +40,47 @@ class WorkerContext:
     shutting_down: bool = False
     git_credentials: GitCredentials | None = None
     post_push: list[PostPush] = field(default_factory=list)
+    notifiers: list[Notifier] = field(default_factory=list)
+    integrations: list[Integration] = field(default_factory=list)
 
     async def close(self) -> None:
         """Release connections."""
+        for integration in self.integrations:
+            await close_extras(integration)
         await self.queue.close()
+        close = getattr(self.sandbox, "close", None)
+        if close is not None:
+            close()
         await self.engine.dispose()
 
 
+async def close_extras(integration: Integration) -> None:
+    """Close what an integration opened (HTTP clients and the like)."""
+    for extra in integration.extras.values():
+        aclose = getattr(extra, "aclose", None)
+        if aclose is not None:
+            try:
+                await aclose()
+            except Exception as exc:  # closing must never stop shutdown
+                logging.getLogger(__name__).warning("closing %s failed: %s", integration.name, exc)
+
+
+def attach(wc: WorkerContext, integrations: Sequence[Integration]) -> WorkerContext:
+    """Plug integrations (built with ``wc`` as their services) into the worker context."""
+    wc.integrations.extend(integrations)
+    wc.journal.reporters.extend(r for i in integrations for r in i.reporters)
+    wc.notifiers.extend(n for i in integrations for n in i.notifiers)
+    wc.post_push.extend(hook for i in integrations for hook in i.post_push)
+    if wc.git_credentials is None:
+        wc.git_credentials = next((i.git_credentials for i in integrations if i.git_credentials), None)
+    return wc
+
+
 def build_worker_context(
-    settings: Settings, *, sandbox: Sandbox | None = None, reporters: Sequence[Reporter] = ()
+    settings: Settings,
+    *,
+    sandbox: Sandbox | None = None,
+    reporters: Sequence[Reporter] = (),
 ) -> WorkerContext:
     """Build the worker's services from settings (no I/O: connections open lazily)."""
     config = load_config(settings.handoff_config)

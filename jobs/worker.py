@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 from arq import Worker
+from arq.cron import cron
 from arq.worker import func
 from redis.exceptions import RedisError
 from sqlalchemy import select
@@ -18,7 +19,9 @@ from core.models import Run
 from core.settings import Settings
 from core.states import RunOutcome
 from jobs.context import WorkerContext, build_worker_context
+from jobs.outbox import OutboxSender
 from jobs.queue import CANCEL_CHANNEL, RUN_JOB, redis_settings
+from jobs.reaper import reap
 from jobs.runner import run_task
 
 log = logging.getLogger(__name__)
@@ -28,19 +31,32 @@ POLL_DELAY_S = 0.05
 
 
 async def startup(ctx: dict[str, Any]) -> None:
-    """arq ``on_startup``: remove orphaned containers and listen for cancel requests."""
+    """arq ``on_startup``: remove orphans, listen for cancels, start the outbox sender."""
     wc: WorkerContext = ctx["handoff"]
     await remove_orphans(wc)
     ctx["cancel_listener"] = asyncio.create_task(listen_for_cancels(wc), name="cancel-listener")
+    stop = asyncio.Event()
+    sender = OutboxSender(wc.sessions, wc.notifiers, wc.config.outbox)
+    ctx["outbox_stop"] = stop
+    ctx["outbox_sender"] = sender
+    ctx["outbox_task"] = asyncio.create_task(sender.run(stop), name="outbox-sender")
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
-    """arq ``on_shutdown``: stop the listener and release connections."""
+    """arq ``on_shutdown``: stop the listener and the sender, release connections."""
     listener: asyncio.Task[None] | None = ctx.pop("cancel_listener", None)
     if listener is not None:
         listener.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await listener
+    stop: asyncio.Event | None = ctx.pop("outbox_stop", None)
+    sender_task: asyncio.Task[None] | None = ctx.pop("outbox_task", None)
+    if stop is not None and sender_task is not None:
+        stop.set()
+        try:
+            await asyncio.wait_for(sender_task, 10)
+        except (TimeoutError, Exception) as exc:
+            log.warning("outbox sender did not stop cleanly: %s", exc)
     wc: WorkerContext = ctx["handoff"]
     await wc.close()
 
@@ -99,6 +115,16 @@ def worker_kwargs(settings: Settings, wc: WorkerContext | None = None, **overrid
     longest = max(p.limits.timeout_s for p in wc.config.profiles.values())
     kwargs: dict[str, Any] = {
         "functions": [func(run_task, name=RUN_JOB, timeout=longest + 300, max_tries=1000)],
+        "cron_jobs": [
+            cron(
+                reap,
+                name="reaper",
+                second=set(range(0, 60, wc.config.limits.reaper_interval_s)),
+                unique=True,
+                run_at_startup=True,
+                timeout=120,
+            )
+        ],
         "queue_name": settings.handoff_queue_name,
         "redis_settings": redis_settings(settings.redis_url),
         "on_startup": startup,
@@ -115,6 +141,6 @@ def worker_kwargs(settings: Settings, wc: WorkerContext | None = None, **overrid
     return kwargs
 
 
-def create_worker(settings: Settings, **overrides: Any) -> Worker:
+def create_worker(settings: Settings, wc: WorkerContext | None = None, **overrides: Any) -> Worker:
     """Build an arq worker for ``settings``."""
-    return Worker(**worker_kwargs(settings, **overrides))
+    return Worker(**worker_kwargs(settings, wc, **overrides))

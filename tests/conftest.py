@@ -245,8 +245,11 @@ async def api(settings: Settings) -> AsyncIterator[LiveServer]:
 async def running_worker(settings: Settings, **overrides: Any) -> AsyncIterator[Worker]:
     """An arq worker in this event loop (no signal handlers)."""
     from jobs.worker import worker_kwargs
+    from web.integrations import worker_context
 
-    worker = Worker(**worker_kwargs(settings, handle_signals=False, **overrides))
+    if "ctx" not in overrides:
+        overrides["ctx"] = {"handoff": worker_context(settings)}
+    worker = Worker(**worker_kwargs(settings, overrides["ctx"]["handoff"], handle_signals=False, **overrides))
     task = asyncio.create_task(worker.async_run())
     try:
         yield worker

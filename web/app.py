@@ -20,6 +20,7 @@ from core.errors import (
 )
 from core.settings import Settings
 from web import api, health
+from web.integrations import build_integrations
 from web.services import Services, build_services
 
 log = logging.getLogger(__name__)
@@ -38,9 +39,14 @@ def create_app(
 ) -> FastAPI:
     """Build the app; services are created in the lifespan and closed on shutdown."""
 
+    # Building services does no I/O (connections open lazily), so it can happen here, before the
+    # routers of the integrations are mounted.
+    services = services_factory(settings)
+    services.integrations = build_integrations(settings, services)
+    services.journal.reporters.extend(r for i in services.integrations for r in i.reporters)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = services_factory(settings)
         app.state.services = services
         try:
             yield
@@ -74,4 +80,7 @@ def create_app(
 
     app.include_router(api.router)
     app.include_router(health.router)
+    for integration in services.integrations:
+        if integration.router is not None:
+            app.include_router(integration.router)
     return app

@@ -92,12 +92,13 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
 def worker(burst: bool = False) -> None:
     """Run an arq worker that executes tasks in the Docker sandbox."""
     from jobs.worker import create_worker
+    from web.integrations import worker_context
     from web.migrate import upgrade
 
     _configure_logging()
     settings = _settings()
     upgrade(settings.database_url)
-    w = create_worker(settings, burst=burst)
+    w = create_worker(settings, worker_context(settings), burst=burst)
     w.run()
 
 
@@ -163,6 +164,7 @@ def up(host: str = "127.0.0.1", port: int = 8000) -> None:
 
     from jobs.worker import worker_kwargs
     from web.app import create_app
+    from web.integrations import worker_context
     from web.migrate import upgrade
 
     _configure_logging()
@@ -176,7 +178,7 @@ def up(host: str = "127.0.0.1", port: int = 8000) -> None:
             server = uvicorn.Server(
                 uvicorn.Config(create_app(settings), host=host, port=port, log_level="info")
             )
-            w = Worker(**worker_kwargs(settings, handle_signals=False))
+            w = Worker(**worker_kwargs(settings, worker_context(settings), handle_signals=False))
             worker_task = asyncio.create_task(w.async_run())
             console.print(f"Handoff is up on http://{host}:{port} (API docs at /docs)")
             try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -11,7 +11,7 @@ from core.config import HandoffConfig, load_config
 from core.db import Sessions, make_engine, make_sessions
 from core.journal import Journal
 from core.outbox import Reporter
-from core.ports import Queue, Sandbox
+from core.ports import Integration, Queue, Sandbox
 from core.settings import Settings
 from core.tasks import TaskService
 from jobs.queue import ArqQueue
@@ -30,12 +30,20 @@ class Services:
     sandbox: Sandbox
     tasks: TaskService
     journal: Journal
+    integrations: list[Integration] = field(default_factory=list)
 
     async def close(self) -> None:
         """Release connections."""
+        from jobs.context import close_extras
+
+        for integration in self.integrations:
+            await close_extras(integration)
         close = getattr(self.queue, "close", None)
         if close is not None:
             await close()
+        sandbox_close = getattr(self.sandbox, "close", None)
+        if sandbox_close is not None:
+            sandbox_close()
         await self.engine.dispose()
 
 
