@@ -54,6 +54,9 @@ class ConcurrencyLimits(BaseModel):
     stale_after_s: float = Field(default=60.0, gt=0)
     shutdown_grace_s: float = Field(default=30.0, ge=0)
     retry_backoff_s: float = Field(default=5.0, ge=0, description="first automatic retry delay; doubles")
+    lost_job_grace_s: float = Field(
+        default=30.0, gt=0, description="re-enqueue a queued task whose job vanished"
+    )
     reaper_interval_s: int = Field(default=5, ge=1, le=60, description="seconds between reaper passes")
 
 

@@ -81,19 +81,27 @@ async def blocked_by(session: AsyncSession, task: Task, limits: ConcurrencyLimit
         return f"{WAIT_LIMIT} ({limits.max_running} running)"
     if await _running(session, col(Task.repo) == task.repo) >= limits.per_repo:
         return f"{WAIT_REPO} ({limits.per_repo} running on {task.repo})"
-    # First come, first served: an older task of this repository waiting for a slot goes first.
+    # First come, first served: an older task of this repository that is queued, or waiting for a
+    # slot (not for its target or an approval), goes first.
     older = await session.execute(
         select(func.count())
         .select_from(Task)
         .where(
-            col(Task.state) == TaskState.waiting.value,
             col(Task.repo) == task.repo,
+            col(Task.id) != task.id,
             col(Task.created_at) < task.created_at,
-            col(Task.state_reason).like(f"{WAIT_LIMIT}%") | col(Task.state_reason).like(f"{WAIT_REPO}%"),
+            (col(Task.state) == TaskState.queued.value)
+            | (
+                (col(Task.state) == TaskState.waiting.value)
+                & (
+                    col(Task.state_reason).like(f"{WAIT_LIMIT}%")
+                    | col(Task.state_reason).like(f"{WAIT_REPO}%")
+                )
+            ),
         )
     )
     if int(older.scalar_one()):
-        return f"{WAIT_REPO} (older tasks of {task.repo} are waiting)"
+        return f"{WAIT_REPO} (older tasks of {task.repo} go first)"
     return None
 
 
@@ -157,4 +165,24 @@ async def promote_waiting(
         repo_taken[task.repo] = repo_taken.get(task.repo, 0) + 1
         if task.target_key:
             targets.add(task.target_key)
+    if promoted:
+        await _report_positions(session, journal, batch)
     return promoted
+
+
+async def _report_positions(session: AsyncSession, journal: Journal, limit: int) -> None:
+    """Tell the tasks still waiting for a slot where they now stand (the queue moved)."""
+    rows = await session.execute(
+        select(Task)
+        .where(col(Task.state) == TaskState.waiting.value, col(Task.needs_approval).is_(False))
+        .order_by(col(Task.created_at), col(Task.id))
+        .limit(limit)
+    )
+    for position, task in enumerate(rows.scalars(), start=1):
+        await journal.append_event(
+            session,
+            task,
+            None,
+            "status",
+            {"state": "waiting", "reason": task.state_reason, "position": position},
+        )

@@ -31,9 +31,6 @@ from jobs.queue import job_id
 
 log = logging.getLogger(__name__)
 
-# A queued task younger than this may simply not have been picked up yet.
-LOST_JOB_GRACE_S = 30.0
-
 
 async def reap(ctx: dict[str, Any]) -> dict[str, int]:
     """arq cron entry point."""
@@ -132,7 +129,8 @@ class Reaper:
 
     async def lost_jobs(self) -> int:
         """Re-enqueue queued tasks whose arq job no longer exists."""
-        cutoff = utcnow() - timedelta(seconds=LOST_JOB_GRACE_S)
+        # A queued task younger than this may simply not have been picked up yet.
+        cutoff = utcnow() - timedelta(seconds=self.wc.config.limits.lost_job_grace_s)
         async with self.wc.sessions() as session:
             rows = await session.execute(
                 select(Task).where(col(Task.state) == TaskState.queued.value, col(Task.updated_at) < cutoff)

@@ -41,6 +41,7 @@ _DRAIN_AFTER_KILL_S = 10.0
 _LABEL_MANAGED = "handoff.managed"
 _LABEL_TASK = "handoff.task"
 _LABEL_RUN = "handoff.run"
+_LABEL_INSTANCE = "handoff.instance"
 _OOM_EXIT = 137  # 128 + SIGKILL: what a kernel OOM kill looks like through docker-init
 
 
@@ -130,7 +131,7 @@ def hardening_kwargs(spec: SandboxSpec) -> dict[str, Any]:
     }
 
 
-def create_kwargs(spec: SandboxSpec) -> dict[str, Any]:
+def create_kwargs(spec: SandboxSpec, instance: str | None = None) -> dict[str, Any]:
     """Everything passed to ``containers.create`` for ``spec`` (pure; raises SandboxError)."""
     if not spec.workspace.is_absolute() or not spec.spec_file.is_absolute():
         raise SandboxError("sandbox workspace and spec_file must be absolute paths")
@@ -139,7 +140,12 @@ def create_kwargs(spec: SandboxSpec) -> dict[str, Any]:
         "image": spec.image,
         "command": list(spec.command),
         "name": container_name(spec.run_id),
-        "labels": {_LABEL_TASK: spec.task_id, _LABEL_RUN: spec.run_id, _LABEL_MANAGED: "1"},
+        "labels": {
+            _LABEL_TASK: spec.task_id,
+            _LABEL_RUN: spec.run_id,
+            _LABEL_MANAGED: "1",
+            **({_LABEL_INSTANCE: instance} if instance else {}),
+        },
         "environment": env,
         "working_dir": "/workspace",
         "volumes": {
@@ -206,7 +212,10 @@ class _Reader:
         held = splitter.pending
         if held is None or self._stop.is_set():
             return
-        tail: bytes = self._container.logs(stdout=not self._stderr, stderr=self._stderr, tail=64)
+        try:
+            tail: bytes = self._container.logs(stdout=not self._stderr, stderr=self._stderr, tail=64)
+        except docker.errors.APIError:  # best effort: the container may be gone already
+            return
         fragment = tail[tail.rfind(b"\n") + 1 :]
         if fragment.startswith(held):
             splitter.feed(fragment[len(held) :])
@@ -249,9 +258,16 @@ class _Reader:
 class DockerSandbox:
     """:class:`core.ports.Sandbox` on a Docker engine (docker SDK, API 1.41 by default)."""
 
-    def __init__(self, base_url: str | None = None, *, version: str = "1.41", timeout: int = 60) -> None:
-        """Remember where the engine is; the client is built on first use (no I/O here)."""
+    def __init__(
+        self, base_url: str | None = None, *, version: str = "1.41", timeout: int = 60, instance: str | None = None
+    ) -> None:
+        """Remember where the engine is; the client is built on first use (no I/O here).
+
+        ``instance`` labels this deployment's containers (``handoff.instance``) so that
+        deployments (or test suites) sharing one engine never remove each other's as orphans.
+        """
         self._base_url = base_url
+        self._instance = instance
         self._version = version
         self._timeout = timeout
         self._client: docker.DockerClient | None = None
@@ -268,6 +284,13 @@ class DockerSandbox:
                 else:
                     self._client = docker.DockerClient(base_url=self._base_url, **kwargs)
             return self._client
+
+    def docker_client(self) -> docker.DockerClient:
+        """The underlying client (built on first use), e.g. for image checks."""
+        try:
+            return self._docker()
+        except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
+            raise SandboxUnavailable(f"sandbox unavailable: {exc}") from exc
 
     def close(self) -> None:
         """Close the client's connections."""
@@ -312,7 +335,7 @@ class DockerSandbox:
 
         ``on_stderr`` (optional) receives stderr lines; without it they go to ``on_line`` too.
         """
-        kwargs = create_kwargs(spec)
+        kwargs = create_kwargs(spec, self._instance)
         if not spec.workspace.is_dir():
             raise SandboxError(f"sandbox workspace {spec.workspace} is not a directory")
         if not spec.spec_file.is_file():
@@ -360,8 +383,9 @@ class DockerSandbox:
                 # The log streams end only when the container stops: still open means still running.
                 was_cancelled = cancel.is_set()
                 timed_out = not was_cancelled
-                await self._kill(container)
-                killed = True
+                killed = await self._kill(container)
+                if not killed:  # it stopped on its own meanwhile: neither cancelled nor timed out
+                    was_cancelled = timed_out = False
                 try:
                     await asyncio.wait_for(asyncio.shield(streams), _DRAIN_AFTER_KILL_S)
                 except TimeoutError:
@@ -391,17 +415,21 @@ class DockerSandbox:
             error=error,
         )
 
-    async def _kill(self, container: Any) -> None:
-        def kill(_: docker.DockerClient) -> None:
+    async def _kill(self, container: Any) -> bool:
+        """SIGKILL ``container``; False when it had already stopped."""
+
+        def kill(_: docker.DockerClient) -> bool:
             try:
                 container.kill()
             except docker.errors.NotFound:
-                pass
+                return False
             except docker.errors.APIError as exc:
-                if exc.status_code != 409:  # 409: it already stopped on its own
+                if exc.status_code != 409:  # 409: not running any more
                     raise
+                return False
+            return True
 
-        await self._call("kill container", kill)
+        return await self._call("kill container", kill)
 
     async def _remove_quietly(self, container: Any) -> None:
         try:
@@ -414,6 +442,8 @@ class DockerSandbox:
         def remove(client: docker.DockerClient) -> list[str]:
             removed: list[str] = []
             for c in client.containers.list(all=True, filters={"label": labels}):
+                if c.labels.get(_LABEL_INSTANCE) != self._instance:
+                    continue  # another deployment's container on a shared engine
                 if not keep(c.labels) and _force_remove(c):
                     removed.append(str(c.id))
             return removed

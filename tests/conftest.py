@@ -161,9 +161,10 @@ def bare_repo(tmp_path: Path) -> Path:
 # ---------------------------------------------------------------- Handoff settings, app, worker
 
 
-def write_config(path: Path, **limits: Any) -> Path:
-    """A handoff.yml with a fast shell profile on the test image."""
-    config = {
+def write_config(path: Path, limits: dict[str, Any] | None = None, **top: Any) -> Path:
+    """A handoff.yml with fast shell profiles on the test image; ``top`` adds top-level sections."""
+    limits = limits or {}
+    config: dict[str, Any] = {
         "default_profile": "shell",
         "limits": {
             "max_running": 4,
@@ -171,6 +172,9 @@ def write_config(path: Path, **limits: Any) -> Path:
             "heartbeat_s": 1,
             "stale_after_s": 5,
             "shutdown_grace_s": 2,
+            "retry_backoff_s": 0.2,
+            "reaper_interval_s": 1,
+            "lost_job_grace_s": 2,
             **limits,
         },
         "profiles": {
@@ -184,13 +188,24 @@ def write_config(path: Path, **limits: Any) -> Path:
             },
         },
     }
+    config.update(top)
     path.write_text(yaml.safe_dump(config))
     return path
 
 
 @pytest.fixture
 def settings(database_url: str, redis_url: str, tmp_path: Path, sandbox_image: str) -> Settings:
-    """Settings for one test: its own database, queue name and workspace dir."""
+    """Settings for one test (on SQLite and on PostgreSQL): its own database, queue and workspace."""
+    return _settings(database_url, redis_url, tmp_path)
+
+
+@pytest.fixture
+def sqlite_settings(sqlite_url: str, redis_url: str, tmp_path: Path, sandbox_image: str) -> Settings:
+    """Settings on SQLite only, for tests whose subject is not the database."""
+    return _settings(sqlite_url, redis_url, tmp_path)
+
+
+def _settings(database_url: str, redis_url: str, tmp_path: Path) -> Settings:
     return load_settings(
         database_url=database_url,
         redis_url=redis_url,
