@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
 from sqlmodel import col
 
+from core.config import Budget
 from core.models import RunEvent, Task, TaskSource
 from core.states import RunOutcome
 from core.tasks import NewTask, TaskFilter
@@ -31,6 +32,7 @@ class TaskCreate(BaseModel):
     instructions: str = Field(min_length=1, max_length=100_000)
     agent: str | None = Field(default=None, max_length=100, description="agent profile name")
     base_ref: str | None = Field(default=None, max_length=255)
+    budget: Budget | None = Field(default=None, description="tighten the server's budgets for this task")
 
     @field_validator("repo", "instructions")
     @classmethod
@@ -64,6 +66,7 @@ async def create_task(body: TaskCreate, svc: ServicesDep) -> dict[str, Any]:
             instructions=body.instructions,
             agent=body.agent,
             base_ref=body.base_ref,
+            budget=body.budget.model_dump(exclude_none=True) if body.budget else {},
             source=TaskSource.api,
             requester="api",
         )
