@@ -5,6 +5,7 @@ Build them once at the composition root (:func:`load_settings`) and pass them on
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -26,6 +27,9 @@ class Settings(BaseSettings):
     handoff_api_token: SecretStr | None = Field(default=None, description="bearer token for /api")
     handoff_queue_name: str = Field(default="handoff:queue")
     docker_host: str | None = Field(default=None)
+    handoff_instance: str | None = Field(
+        default=None, description="labels this deployment's containers; default: derived from DATABASE_URL"
+    )
     handoff_session_secret: SecretStr | None = Field(
         default=None, description="signs dashboard session cookies; generated per process when unset"
     )
@@ -53,6 +57,14 @@ class Settings(BaseSettings):
     anthropic_base_url: str | None = None
     openai_api_key: SecretStr | None = None
     openai_base_url: str | None = None
+
+    @property
+    def instance_id(self) -> str:
+        """Which deployment a container belongs to, so deployments sharing a Docker engine never
+        remove each other's containers (one database = one deployment)."""
+        if self.handoff_instance:
+            return self.handoff_instance
+        return hashlib.sha256(self.database_url.encode()).hexdigest()[:12]
 
     @property
     def github_webhook_secrets(self) -> list[str]:

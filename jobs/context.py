@@ -94,7 +94,7 @@ def build_worker_context(
         engine=engine,
         sessions=sessions,
         queue=queue,
-        sandbox=sandbox or DockerSandbox(base_url=settings.docker_host),
+        sandbox=sandbox or DockerSandbox(base_url=settings.docker_host, instance=settings.instance_id),
         tasks=TaskService(sessions, queue, config, journal),
         journal=journal,
     )

@@ -160,13 +160,7 @@ def create_kwargs(spec: SandboxSpec, instance: str | None = None) -> dict[str, A
 class _Reader:
     """Follows one output stream of a container in a daemon thread and feeds lines to the loop."""
 
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        container: Any,
-        stderr: bool,
-        on_line: Callable[[str], None],
-    ) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, container: Any, stderr: bool, on_line: Callable[[str], None]):
         self._loop = loop
         self._container = container
         self._stderr = stderr
@@ -193,11 +187,11 @@ class _Reader:
             )
             splitter = LineSplitter()
             for chunk in self._stream:
-                if not self._emit(splitter.feed(chunk)):
+                if self._stop.is_set() or not self._emit(splitter.feed(chunk)):
                     return
             self._recover_last_fragment(splitter)
             self._emit(splitter.flush())
-        except BaseException as exc:  # reported to the awaiting coroutine, not lost in a thread
+        except Exception as exc:  # reported to the awaiting coroutine, not lost in a thread
             error = exc if not self._stop.is_set() else None
         finally:
             if self._stream is not None:
@@ -276,9 +270,8 @@ class DockerSandbox:
     def _docker(self) -> docker.DockerClient:
         with self._lock:
             if self._client is None:
-                kwargs: dict[str, Any] = {"version": self._version, "timeout": self._timeout}
-                # Two long-lived log streams per run plus short calls: more than the default 10.
-                kwargs["max_pool_size"] = 32
+                # Two long-lived log streams per run plus short calls: more than the default pool of 10.
+                kwargs: dict[str, Any] = {"version": self._version, "timeout": self._timeout, "max_pool_size": 32}
                 if self._base_url is None:
                     self._client = docker.DockerClient.from_env(**kwargs)
                 else:
@@ -406,14 +399,7 @@ class DockerSandbox:
         state = container.attrs.get("State", {})
         # cgroup v1: the kernel kills the hog, docker-init exits 137; OOMKilled is not always set.
         oom = bool(state.get("OOMKilled")) or (exit_code == _OOM_EXIT and not killed)
-        return SandboxResult(
-            exit_code=exit_code,
-            timed_out=timed_out,
-            oom=oom,
-            cancelled=was_cancelled,
-            container_id=container.id,
-            error=error,
-        )
+        return SandboxResult(exit_code, timed_out, oom, was_cancelled, container.id, error)
 
     async def _kill(self, container: Any) -> bool:
         """SIGKILL ``container``; False when it had already stopped."""

@@ -293,16 +293,21 @@ async def test_healthz_and_metrics(api: LiveServer, settings: Settings, bare_rep
 
 async def test_worker_start_removes_orphaned_containers(settings: Settings, sandbox_image: str) -> None:
     dclient = docker.DockerClient(version="1.41")
+    mine = {"handoff.managed": "1", "handoff.instance": settings.instance_id}
     orphan = dclient.containers.create(
-        sandbox_image,
-        ["sleep", "60"],
-        labels={"handoff.managed": "1", "handoff.run": "r_gone", "handoff.task": "t_gone"},
+        sandbox_image, ["sleep", "60"], labels={**mine, "handoff.run": "r_gone", "handoff.task": "t_gone"}
+    )
+    foreign = dclient.containers.create(
+        sandbox_image, ["sleep", "60"], labels={**mine, "handoff.run": "r_x", "handoff.instance": "other"}
     )
     try:
         async with running_worker(settings):
             await wait_until(
                 lambda: not dclient.containers.list(all=True, filters={"id": orphan.id}), timeout=10
             )
+        # Another deployment's container on the same engine is left alone.
+        assert dclient.containers.list(all=True, filters={"id": foreign.id})
     finally:
-        with contextlib.suppress(docker.errors.NotFound):
-            orphan.remove(force=True)
+        for container in (orphan, foreign):
+            with contextlib.suppress(docker.errors.NotFound):
+                container.remove(force=True)

@@ -60,7 +60,7 @@ def build_services(settings: Settings, reporters: Sequence[Reporter] = ()) -> Se
         engine=engine,
         sessions=sessions,
         queue=queue,
-        sandbox=DockerSandbox(base_url=settings.docker_host),
+        sandbox=DockerSandbox(base_url=settings.docker_host, instance=settings.instance_id),
         tasks=TaskService(sessions, queue, config, journal),
         journal=journal,
     )
