@@ -114,6 +114,21 @@ async def retry_task(task_id: str, svc: ServicesDep) -> dict[str, Any]:
     return task_json(await svc.tasks.retry(task_id, actor="api"))
 
 
+class FollowUp(BaseModel):
+    """Body of ``POST /api/tasks/{id}/followup``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1, max_length=100_000)
+
+
+@router.post("/tasks/{task_id}/followup")
+async def follow_up(task_id: str, body: FollowUp, svc: ServicesDep) -> dict[str, Any]:
+    """More instructions for a task (or the answer to its agent's question): run after the current
+    run, or now on the same branch when the task has ended."""
+    return task_json(await svc.tasks.follow_up(task_id, body.text, actor="api"))
+
+
 @router.get("/runs/{run_id}/events", response_model=None)
 async def run_events(
     run_id: str,
