@@ -39,11 +39,16 @@ err = Console(stderr=True)
 
 
 def _settings() -> Settings:
+    """Settings and handoff.yml, validated now, with a message that names what is wrong."""
+    from core.config import load_config
+
     try:
-        return load_settings()
+        settings = load_settings()
+        load_config(settings.handoff_config)
     except ConfigError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
+    return settings
 
 
 def _configure_logging() -> None:

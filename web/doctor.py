@@ -10,6 +10,8 @@ from sqlalchemy import text
 from core.config import load_config
 from core.errors import HandoffError
 from core.settings import Settings
+from jobs.image import image_exists
+from jobs.sandbox import DockerSandbox
 from web.services import build_services
 
 
@@ -39,31 +41,19 @@ async def run_doctor(settings: Settings, console: Console) -> bool:
             results.append(
                 ("redis", False, f"{exc} — start Redis or set REDIS_URL (`handoff up` starts one)")
             )
+        docker_ok = False
         try:
             await svc.sandbox.ping()
+            docker_ok = True
             results.append(("docker", True, "engine answers"))
         except HandoffError as exc:
             results.append(("docker", False, f"{exc} — start dockerd or set DOCKER_HOST"))
-        if config is not None:
-            from jobs.image import image_exists
-            from jobs.sandbox import DockerSandbox
-
-            sandbox = svc.sandbox
+        if config is not None and docker_ok and isinstance(svc.sandbox, DockerSandbox):
+            client = svc.sandbox.docker_client()
             for name, profile in config.profiles.items():
-                try:
-                    client = sandbox.docker_client() if isinstance(sandbox, DockerSandbox) else None
-                    present = client is not None and image_exists(client, profile.image)
-                except HandoffError:
-                    present = False
-                results.append(
-                    (
-                        f"image {profile.image}",
-                        present,
-                        f"used by profile {name!r}"
-                        if present
-                        else "missing — run `handoff sandbox build --offline`",
-                    )
-                )
+                present = image_exists(client, profile.image)
+                detail = f"used by profile {name!r}" if present else "missing — run `handoff sandbox build --offline`"
+                results.append((f"image {profile.image}", present, detail))
         git = shutil.which("git")
         results.append(("git", git is not None, git or "missing — apt-get install git"))
     finally:
