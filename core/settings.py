@@ -88,6 +88,12 @@ class Settings(BaseSettings):
             self.slack_signing_secret is not None or self.slack_app_token is not None
         )
 
+    @field_validator("handoff_workspace_dir")
+    @classmethod
+    def _absolute_workspace(cls, value: Path) -> Path:
+        # Containers bind-mount checkouts from here: Docker needs absolute paths.
+        return value.expanduser().resolve()
+
     @field_validator("database_url")
     @classmethod
     def _known_database(cls, value: str) -> str:
