@@ -90,7 +90,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
     settings = _settings()
     _check_bind(settings, host)
     upgrade(settings.database_url)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", log_config=None)
 
 
 @app.command()
@@ -119,6 +119,16 @@ def _redis_answers(url: str) -> bool:
         return False
 
 
+def _die_with_parent() -> None:
+    """In the child: ask Linux to SIGTERM it when the parent exits (best effort elsewhere)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 def _start_local_redis(url: str, state_dir: Path) -> subprocess.Popen[bytes] | None:
     """Start ``redis-server`` as a child process when ``url`` (on loopback) does not answer."""
     if _redis_answers(url):
@@ -136,7 +146,9 @@ def _start_local_redis(url: str, state_dir: Path) -> subprocess.Popen[bytes] | N
         raise typer.Exit(2)
     state_dir.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
-        [
+        # preexec_fn: the server dies with us even when a signal kills us (uvicorn re-raises SIGTERM).
+        preexec_fn=_die_with_parent,
+        args=[
             binary,
             "--port",
             str(parsed.port or 6379),
