@@ -54,10 +54,11 @@ def _settings() -> Settings:
 def _configure_logging() -> None:
     import logging
 
-    logging.basicConfig(
-        level=os.environ.get("HANDOFF_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    level = os.environ.get("HANDOFF_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if level != "DEBUG":
+        # arq logs every job start and end, the reaper's every few seconds among them.
+        logging.getLogger("arq.worker").setLevel(logging.WARNING)
 
 
 @db_app.command("upgrade")
