@@ -59,6 +59,9 @@ def build_registry() -> Registry:
     async def work(cmd: Command, ctx: CommandContext) -> Reply:
         mention = cmd.mention
         text = cmd.rest.strip()
+        already = await ctx.tasks.by_dedupe(f"{mention.source}:{mention.delivery_id}")
+        if already is not None:
+            return Reply(f"Already on it: task `{already.id}`.", already.id)
         existing = await _task_for(cmd, ctx)
         follow_up = existing is not None and (
             not TaskState(existing.state).terminal
@@ -72,7 +75,13 @@ def build_registry() -> Registry:
                     existing.id,
                     ok=False,
                 )
-            await ctx.tasks.follow_up(existing.id, text, mention.author, mention.context)
+            await ctx.tasks.follow_up(
+                existing.id,
+                text,
+                mention.author,
+                mention.context,
+                dedupe_key=f"{mention.source}:{mention.delivery_id}",
+            )
             when = "now" if TaskState(existing.state).terminal else "after the current run"
             return Reply(f"Got it — I'll work on this follow-up {when} on task `{existing.id}`.", existing.id)
         repo = mention.repo or ctx.defaults.get("repo")

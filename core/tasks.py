@@ -75,7 +75,7 @@ class TaskService:
         """
         agent, _profile = self.config.profile(new.agent)
         if new.dedupe_key is not None:
-            existing = await self._by_dedupe(new.dedupe_key)
+            existing = await self.by_dedupe(new.dedupe_key)
             if existing is not None:
                 return existing, False
         task = Task(
@@ -121,13 +121,14 @@ class TaskService:
                     await enqueue(session, self.queue, task)
         except IntegrityError:
             if new.dedupe_key is not None:
-                existing = await self._by_dedupe(new.dedupe_key)
+                existing = await self.by_dedupe(new.dedupe_key)
                 if existing is not None:
                     return existing, False
             raise
         return task, True
 
-    async def _by_dedupe(self, key: str) -> Task | None:
+    async def by_dedupe(self, key: str) -> Task | None:
+        """The task created for ``key`` (a delivery), if any."""
         async with self.sessions() as session:
             result = await session.execute(select(Task).where(col(Task.dedupe_key) == key))
             return result.scalar_one_or_none()
