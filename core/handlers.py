@@ -75,12 +75,12 @@ def build_registry() -> Registry:
                     existing.id,
                     ok=False,
                 )
+            delivery = f"{mention.source}:{mention.delivery_id}"
+            done = [*existing.followups, *existing.links.get("followups_done", [])]
+            if any((f.get("context") or {}).get("delivery") == delivery for f in done):
+                return Reply(f"Already noted on task `{existing.id}`.", existing.id)
             await ctx.tasks.follow_up(
-                existing.id,
-                text,
-                mention.author,
-                mention.context,
-                dedupe_key=f"{mention.source}:{mention.delivery_id}",
+                existing.id, text, mention.author, {**mention.context, "delivery": delivery}
             )
             when = "now" if TaskState(existing.state).terminal else "after the current run"
             return Reply(f"Got it — I'll work on this follow-up {when} on task `{existing.id}`.", existing.id)
