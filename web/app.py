@@ -20,6 +20,7 @@ from core.errors import (
 )
 from core.settings import Settings
 from web import api, health
+from web.dashboard import mount as mount_dashboard
 from web.integrations import build_integrations
 from web.services import Services, build_services
 
@@ -83,4 +84,5 @@ def create_app(
     for integration in services.integrations:
         if integration.router is not None:
             app.include_router(integration.router)
+    mount_dashboard(app, settings)
     return app

@@ -92,9 +92,10 @@ class GitHubOAuth:
                     error = body.get("error") if isinstance(body, dict) else None
                     raise SignInFailed(f"GitHub refused the sign-in code ({error or answer.status_code})")
                 user = await client.get(f"{self.api_url}/user", headers={"Authorization": f"Bearer {token}"})
+                who: Any = user.json() if user.status_code == 200 else {}
             except (httpx.HTTPError, ValueError) as exc:
                 raise SignInFailed(f"GitHub did not answer: {type(exc).__name__}") from exc
-        login = user.json().get("login") if user.status_code == 200 else None
+        login = who.get("login") if isinstance(who, dict) else None
         if not isinstance(login, str) or not login:
             raise SignInFailed(f"GitHub did not say who signed in ({user.status_code})")
         return GitHubUser(login=login, token=token)
@@ -120,6 +121,8 @@ class RepoAccess:
     async def check(self, login: str, token: str, repos: Iterable[str]) -> dict[str, Access]:
         """Access to each of ``repos`` (cached answers first, the rest asked concurrently)."""
         now = self._clock()
+        if len(self._cache) > 10_000:  # keep memory bounded: forget what has expired anyway
+            self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
         result: dict[str, Access] = {}
         missing: list[str] = []
         for repo in dict.fromkeys(repos):
@@ -151,8 +154,8 @@ class RepoAccess:
             return Access(read=False)  # not cached: the next page asks again
         if answer.status_code == 401:
             raise TokenRejected("GitHub rejected the session's token")
-        if answer.status_code not in (200, 404, 403):
-            return Access(read=False)  # a 5xx or a rate limit: deny now, ask again later
+        if answer.status_code not in (200, 404):
+            return Access(read=False)  # a 5xx, a rate limit or SSO: deny now, ask again later
         access = Access(read=False)
         if answer.status_code == 200:
             permissions = _permissions(answer)

@@ -45,8 +45,10 @@ class Session:
     token: str | None = None  # the GitHub user token: used for API calls, never rendered
     oauth_state: str | None = None
     next: str | None = None
-    # Not stored: whether the cookie must be (re)written with this response.
+    # Not stored: whether the cookie must be (re)written with this response, and whether the
+    # request brought no valid cookie at all (then no CSRF token can match).
     changed: bool = field(default=False, compare=False)
+    fresh: bool = field(default=False, compare=False)
 
     def signed_in(self, user: str, kind: str, token: str | None = None) -> Session:
         """A fresh session for ``user``: a new CSRF token, so one known before sign-in is useless."""
@@ -69,9 +71,15 @@ class SessionCodec:
             except BadSignature:  # also covers an expired signature
                 data = None
             if isinstance(data, dict) and isinstance(data.get("csrf"), str):
-                known = {k: v for k, v in data.items() if k in _FIELDS and isinstance(v, str | None)}
-                return Session(**known)
-        return Session(changed=True)
+                return Session(
+                    csrf=data["csrf"],
+                    user=_text(data, "user"),
+                    kind=_text(data, "kind"),
+                    token=_text(data, "token"),
+                    oauth_state=_text(data, "oauth_state"),
+                    next=_text(data, "next"),
+                )
+        return Session(changed=True, fresh=True)
 
     def save(self, response: Response, session: Session) -> None:
         """Write the cookie if the session changed."""
@@ -93,6 +101,11 @@ class SessionCodec:
         response.delete_cookie(COOKIE, path="/", httponly=True, samesite="lax", secure=self.secure)
 
 
+def _text(data: dict[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    return value if isinstance(value, str) else None
+
+
 _FIELDS = frozenset({"csrf", "user", "kind", "token", "oauth_state", "next"})
 
 
@@ -103,9 +116,10 @@ async def check_csrf(request: Request, session: Session) -> None:
         form = await request.form()
         value = form.get(CSRF_FIELD)
         given = value if isinstance(value, str) else None
-    if session.changed or not given or not hmac.compare_digest(given.encode(), session.csrf.encode()):
-        # ``session.changed`` here means the request brought no valid cookie: nothing to match.
-        raise PageError(403, "The form expired or did not come from this site. Reload the page and try again.")
+    if session.fresh or not given or not hmac.compare_digest(given.encode(), session.csrf.encode()):
+        raise PageError(
+            403, "The form expired or did not come from this site. Reload the page and try again."
+        )
 
 
 def safe_next(value: str | None, default: str = "/tasks") -> str:
