@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.config import HandoffConfig, load_config
+from core.commands import Registry
 from core.db import Sessions, make_engine, make_sessions
+from core.handlers import build_registry
 from core.journal import Journal
 from core.outbox import Reporter
 from core.ports import Integration, Queue, Sandbox
@@ -31,6 +33,8 @@ class Services:
     tasks: TaskService
     journal: Journal
     integrations: list[Integration] = field(default_factory=list)
+    # The one command registry: GitHub, Slack and the dashboard's help all render it.
+    commands: Registry = field(default_factory=build_registry)
 
     async def close(self) -> None:
         """Release connections."""
