@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from core.config import HandoffConfig, load_config
 from core.commands import Registry
+from core.config import HandoffConfig, load_config
 from core.db import Sessions, make_engine, make_sessions
 from core.handlers import build_registry
 from core.journal import Journal
