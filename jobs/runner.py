@@ -13,7 +13,8 @@ import asyncio
 import logging
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from core.clock import utcnow
@@ -99,9 +100,7 @@ class Runner:
                     session, task, TaskState.waiting, reason=reason, extra={"position": position}
                 )
                 return TaskState.waiting.value
-            instructions = task.instructions
-            if task.followups:
-                instructions = "\n\n".join(f["text"] for f in task.followups)
+            instructions = await self._instructions(session, task)
             attempt = task.attempts + 1
             run = Run(
                 task_id=task.id, attempt=attempt, worker_id=self.wc.worker_id, instructions=instructions
@@ -113,16 +112,30 @@ class Runner:
             if history is not None:
                 values["followups"] = []
                 values["links"] = {**task.links, "followups_done": history}
-                values["instructions_run"] = instructions
             await journal.transition(
                 session,
                 task,
                 TaskState.running,
                 run_id=run.id,
                 extra={"attempt": attempt, "run_id": run.id},
-                values={k: v for k, v in values.items() if k != "instructions_run"},
+                values=values,
             )
         return task, run
+
+    @staticmethod
+    async def _instructions(session: AsyncSession, task: Task) -> str:
+        """What this run works on: new follow-ups, else what the last run worked on (a retry or a
+        requeue repeats it), else the task's own instructions."""
+        if task.followups:
+            return "\n\n".join(str(f["text"]) for f in task.followups)
+        last = (
+            await session.execute(
+                select(Run).where(col(Run.task_id) == task.id).order_by(col(Run.attempt).desc()).limit(1)
+            )
+        ).scalar_one_or_none()
+        if last is not None and last.instructions:
+            return last.instructions
+        return task.instructions
 
     async def _heartbeat(self, task: Task, run: Run, cancel: asyncio.Event) -> None:
         # Tick every second so a cancel recorded in the database (when the pub/sub message was
@@ -169,6 +182,8 @@ class Runner:
                         tokens_in=outcome.tokens_in,
                         tokens_out=outcome.tokens_out,
                         cost_usd=outcome.cost_usd,
+                        steps=outcome.steps,
+                        model=outcome.model,
                     )
                 )
                 extra: dict[str, Any] = {"attempt": run.attempt, "run_id": run.id}

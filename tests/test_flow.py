@@ -311,3 +311,36 @@ async def test_worker_start_removes_orphaned_containers(settings: Settings, sand
         for container in (orphan, foreign):
             with contextlib.suppress(docker.errors.NotFound):
                 container.remove(force=True)
+
+
+async def test_follow_up_runs_on_the_same_branch(sqlite_settings: Settings, bare_repo: Path) -> None:
+    from web.app import create_app
+
+    async with LiveServer(create_app(sqlite_settings)) as api, httpx.AsyncClient(base_url=api.url) as client:
+        async with running_worker(sqlite_settings):
+            task = (
+                await client.post(
+                    "/api/tasks", json={"repo": str(bare_repo), "instructions": "echo one > ONE.md"}
+                )
+            ).json()
+            assert (await wait_for(client, task["id"]))["state"] == "succeeded"
+            follow = await client.post(
+                f"/api/tasks/{task['id']}/followup", json={"text": "echo two > TWO.md"}
+            )
+            assert follow.status_code == 200 and follow.json()["state"] == "queued"
+            await asyncio.sleep(0.1)
+            done = await wait_for(client, task["id"])
+            # A retry repeats the last request (the follow-up), on the same branch again.
+            await client.post(f"/api/tasks/{task['id']}/retry")
+            await asyncio.sleep(0.1)
+            again = await wait_for(client, task["id"])
+    assert done["state"] == "succeeded" and again["state"] == "succeeded"
+    assert [r["instructions"] for r in again["runs"]] == [
+        "echo one > ONE.md",
+        "echo two > TWO.md",
+        "echo two > TWO.md",
+    ]
+    branch = f"handoff/{task['id']}"
+    files = git("--git-dir", str(bare_repo), "ls-tree", "--name-only", branch).split()
+    assert {"ONE.md", "TWO.md"} <= set(files)
+    assert len(git("--git-dir", str(bare_repo), "rev-list", f"main..{branch}").split()) == 2
