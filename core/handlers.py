@@ -100,6 +100,8 @@ def build_registry() -> Registry:
                 dedupe_key=f"{mention.source}:{mention.delivery_id}",
                 target_key=mention.target_key,
                 links={**mention.links, **({"options": cmd.options} if cmd.options else {})},
+                # Budgets the ingress allows for this request (e.g. a repository's bounded .handoff.yml).
+                budget=dict(mention.context.get("budget") or {}),
                 needs_approval=not mention.can_write,
             )
         )

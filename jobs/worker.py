@@ -105,6 +105,18 @@ async def listen_for_cancels(wc: WorkerContext) -> None:
             await asyncio.sleep(1.0)
 
 
+async def reconcile(ctx: dict[str, Any]) -> None:
+    """arq cron: let integrations catch up on what they missed (e.g. failed GitHub deliveries)."""
+    wc: WorkerContext = ctx["handoff"]
+    for integration in wc.integrations:
+        reconciler = integration.extras.get("reconciler")
+        if reconciler is not None:
+            try:
+                await reconciler.reconcile()
+            except Exception as exc:  # one integration's outage must not stop the others
+                log.warning("%s reconciler failed: %s", integration.name, exc)
+
+
 def worker_kwargs(settings: Settings, wc: WorkerContext | None = None, **overrides: Any) -> dict[str, Any]:
     """Keyword arguments for :class:`arq.Worker` with explicit limits.
 
@@ -114,7 +126,15 @@ def worker_kwargs(settings: Settings, wc: WorkerContext | None = None, **overrid
     wc = wc or build_worker_context(settings)
     longest = max(p.limits.timeout_s for p in wc.config.profiles.values())
     kwargs: dict[str, Any] = {
-        "functions": [func(run_task, name=RUN_JOB, timeout=longest + 300, max_tries=1000)],
+        "functions": [
+            func(run_task, name=RUN_JOB, timeout=longest + 300, max_tries=1000),
+            # Integrations' own jobs (e.g. turning a recorded GitHub delivery into a task).
+            *(
+                func(job, name=name, timeout=120, max_tries=5)
+                for integration in wc.integrations
+                for name, job in integration.extras.get("jobs", {}).items()
+            ),
+        ],
         "cron_jobs": [
             cron(
                 reap,
@@ -123,14 +143,17 @@ def worker_kwargs(settings: Settings, wc: WorkerContext | None = None, **overrid
                 unique=True,
                 run_at_startup=True,
                 timeout=120,
-            )
+            ),
+            cron(reconcile, name="reconciler", minute=set(range(0, 60, 5)), unique=True, timeout=300),
         ],
         "queue_name": settings.handoff_queue_name,
         "redis_settings": redis_settings(settings.redis_url),
         "on_startup": startup,
         "on_shutdown": shutdown,
         "ctx": {"handoff": wc},
-        "max_jobs": wc.config.limits.max_running,
+        # Runs are admitted by the database (global and per-repo caps); the extra slots keep
+        # short integration jobs flowing while every run slot is busy.
+        "max_jobs": wc.config.limits.max_running + 10,
         "job_timeout": longest + 300,
         "poll_delay": POLL_DELAY_S,
         "keep_result": 3600,

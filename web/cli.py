@@ -380,6 +380,56 @@ def sandbox_build(
     console.print(f"built {built}")
 
 
+setup_app = typer.Typer(help="Connect Handoff to GitHub and Slack.", no_args_is_help=True)
+app.add_typer(setup_app, name="setup")
+
+
+@setup_app.command("github")
+def setup_github(
+    org: Annotated[str | None, typer.Option(help="create the App in this organisation")] = None,
+    port: Annotated[int, typer.Option(help="local port of the setup page")] = 3000,
+    name: Annotated[str | None, typer.Option(help="the App's name")] = None,
+    env: Annotated[Path, typer.Option(help="where to write the credentials")] = Path(".env"),
+) -> None:
+    """Create the GitHub App from app-manifest.yml in the browser; credentials go to .env."""
+    from github_app.manifest import run_setup
+
+    settings = _settings()
+    written = asyncio.run(
+        run_setup(
+            public_url=settings.handoff_public_url,
+            web_url=settings.github_web_url,
+            api_url=settings.github_api_url,
+            org=org,
+            port=port,
+            name=name,
+            env_path=env,
+        )
+    )
+    console.print(f"GitHub App created; wrote {', '.join(sorted(written))} to {env}")
+
+
+@app.command()
+def replay(
+    payload: Annotated[Path, typer.Argument(help="a recorded webhook payload (JSON)")],
+    event: Annotated[
+        str | None, typer.Option(help="X-GitHub-Event (guessed from the file when omitted)")
+    ] = None,
+    url: str = "http://127.0.0.1:8000/github/webhooks",
+    delivery: str | None = None,
+) -> None:
+    """Sign and post a recorded GitHub payload to a running instance (like `probot receive`)."""
+    from github_app.replay import replay as post_replay
+
+    settings = _settings()
+    if not settings.github_webhook_secrets:
+        err.print("[red]GITHUB_WEBHOOK_SECRET is not set: nothing to sign with.[/red]")
+        raise typer.Exit(2)
+    response = post_replay(url, payload, settings.github_webhook_secrets[0], event=event, delivery=delivery)
+    console.print(f"{response.status_code} {response.text[:200]}")
+    raise typer.Exit(0 if response.status_code < 300 else 1)
+
+
 @app.command()
 def doctor() -> None:
     """Check every dependency and say what to do about each failure."""

@@ -1,0 +1,284 @@
+"""One delivery being handled: the common path from a GitHub request to a core :class:`Mention`.
+
+Handlers (``handlers.py``) describe *what* an event means — a :class:`Target` (issue or pull
+request) and a :class:`Trigger` (who asked, what they said). :meth:`Ingress.request` does the rest
+the same way for every trigger: 👀 at once, the permission lookup (never ``author_association``),
+an audit entry, the repository's ``.handoff.yml``, the commit for the check run, then the shared
+command logic of ``core.handlers``; replies and reactions go out through the outbox.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from core.clock import utcnow
+from core.commands import Command, Mention, Registry, Reply
+from core.errors import InvalidTransition, NotFound
+from core.handlers import CommandContext, handle
+from core.models import Outbox, Task, TaskSource
+from core.outbox import OutboxMessage
+from core.states import TaskState
+from github_app.permissions import can_write
+from github_app.services import PR_REF, GitHubServices
+from github_app.sql import get_ref, insert_ignore
+
+log = logging.getLogger(__name__)
+CHANNEL = "github"
+
+
+@dataclass(frozen=True)
+class Target:
+    """The issue or pull request a request is about."""
+
+    installation_id: int
+    repo: str
+    number: int
+    is_pr: bool
+    default_branch: str = "main"
+    url: str = ""
+    # Pull requests: head sha/ref, base ref, and the fork it comes from (if any).
+    pr: dict[str, Any] | None = None
+
+    @property
+    def key(self) -> str:
+        """The core target key: one active task per issue or pull request."""
+        return f"github:{self.repo}#{self.number}"
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """Who asked for what, and where to acknowledge it."""
+
+    author: str
+    text: str
+    kind: str
+    source: TaskSource = TaskSource.github_comment
+    comment_id: int | None = None
+    # "issue" (conversation comment), "review" (line comment) or None (react on the issue itself).
+    comment_kind: str | None = "issue"
+    context: dict[str, Any] = field(default_factory=dict)
+    untrusted: bool = False
+    # Label/assignment: the issue text is the instructions, never parsed as a command.
+    force_work: bool = False
+    # A button press needs no 👀.
+    acknowledge: bool = True
+
+
+class Ingress:
+    """Helpers for handling one delivery."""
+
+    def __init__(self, services: GitHubServices, delivery_id: str) -> None:
+        self.svc = services
+        self.delivery_id = delivery_id
+        self.task_id: str | None = None
+
+    @property
+    def commands(self) -> CommandContext:
+        """The core command context."""
+        return CommandContext(tasks=self.svc.tasks, registry=self.svc.registry)
+
+    # -- the common path ------------------------------------------------------------------------
+
+    async def request(self, target: Target, trigger: Trigger) -> str:
+        """Acknowledge, authorise and run one request; return the delivery's outcome."""
+        if trigger.acknowledge:
+            await self.react(target, trigger)
+        role = await self.svc.permissions.role(target.installation_id, target.repo, trigger.author)
+        writer = can_write(role)
+        await self.svc.tasks.audit(
+            trigger.author,
+            "permission",
+            "allowed" if writer else "denied",
+            reason=f"role {role} on {target.repo}",
+            data={"delivery": self.delivery_id, "trigger": trigger.kind, "target": target.key},
+        )
+        target_key, on_handoff_pr = await self.target_key(target)
+        mention = Mention(
+            source="github",
+            author=trigger.author,
+            text=trigger.text,
+            delivery_id=self.delivery_id,
+            target_key=target_key,
+            repo=target.repo,
+            can_write=writer,
+            is_admin=role == "admin",
+            context={**trigger.context, "on_handoff_pr": on_handoff_pr} if on_handoff_pr else trigger.context,
+            untrusted=trigger.untrusted,
+            task_source=trigger.source.value,
+        )
+        parsed = (
+            Command(Registry.WORK, [trigger.text], mention)
+            if trigger.force_work
+            else self.svc.registry.parse(mention)
+        )
+        if isinstance(parsed, Command) and parsed.name == Registry.WORK:
+            reply = await self._work(target, trigger, parsed)
+        elif isinstance(parsed, Reply):
+            reply = parsed
+        else:
+            result = await handle(mention, self.commands)
+            if not isinstance(result, Reply):
+                return f"ignored: {result.reason}"
+            reply = result
+        self.task_id = reply.task_id
+        if await self._worth_replying(parsed, reply):
+            await self.reply(target, trigger.author, reply.text)
+        name = parsed.name if isinstance(parsed, Command) else "reply"
+        return f"{name}: {'ok' if reply.ok else 'refused'}" + (f" ({reply.task_id})" if reply.task_id else "")
+
+    async def _work(self, target: Target, trigger: Trigger, cmd: Command) -> Reply:
+        """A new task or a follow-up, with the repository's config, links and check-run commit."""
+        svc = self.svc
+        config = await svc.repo_configs.load(target.installation_id, target.repo, target.default_branch)
+        options = dict(cmd.options)
+        for name, allowed in (("agent", svc.server.agents), ("model", svc.server.models)):
+            if name in options and allowed is not None and options[name] not in allowed:
+                return Reply(f"`--{name} {options[name]}` is not allowed here.", ok=False)
+        if config.agent and "agent" not in options:
+            options["agent"] = config.agent
+        if config.model and "model" not in options:
+            options["model"] = config.model
+        pr = target.pr or {}
+        if target.is_pr and "base" not in options:
+            # Work on top of the pull request; a fork's head is only reachable as refs/pull/N/head.
+            options["base"] = f"refs/pull/{target.number}/head" if pr.get("fork") else pr.get("head_ref", "")
+            if not options["base"]:
+                del options["base"]
+        head_sha = pr.get("head_sha") or await svc.api.branch_sha(
+            target.installation_id, target.repo, target.default_branch
+        )
+        github = {
+            "installation_id": target.installation_id,
+            "repo": target.repo,
+            "number": target.number,
+            "is_pr": target.is_pr,
+            "default_branch": target.default_branch,
+            "head_sha": head_sha,
+            "trigger": trigger.kind,
+            "comment_id": trigger.comment_id,
+            "comment_kind": trigger.comment_kind,
+            "pr": pr or None,
+            "config": config.model_dump(exclude={"notes", "trigger_label"}, exclude_none=True),
+            "config_notes": config.notes,
+        }
+        mention = replace(
+            cmd.mention,
+            links={"clone_url": svc.clone_url(target.repo), "url": target.url, "github": github},
+            context={**cmd.mention.context, "budget": config.budget}
+            if config.budget
+            else cmd.mention.context,
+        )
+        text = cmd.rest
+        if trigger.context.get("path"):
+            text = review_context(trigger.context) + text
+        spec = svc.registry.get(Registry.WORK)
+        try:
+            reply = await spec.handler(Command(Registry.WORK, [text], mention, options), self.commands)
+        except NotFound as exc:
+            reply = Reply(str(exc), ok=False)
+        if not reply.ok and reply.task_id is None:
+            await svc.tasks.audit(trigger.author, Registry.WORK, "refused", reason=reply.text)
+        return reply
+
+    async def _worth_replying(self, parsed: Any, reply: Reply) -> bool:
+        """Say something unless the tracking comment already does (a task started or changed)."""
+        if not reply.ok or not isinstance(parsed, Command):
+            return True
+        if parsed.name in ("help", "status"):
+            return True
+        if parsed.name != Registry.WORK or reply.task_id is None:
+            return False
+        task = await self.svc.tasks.get(reply.task_id)
+        # A task this delivery created is announced by its tracking comment; a follow-up is not.
+        return task.dedupe_key != f"github:{self.delivery_id}"
+
+    async def target_key(self, target: Target) -> tuple[str, bool]:
+        """The target key, and whether it is a Handoff pull request (then: its task's key)."""
+        task = await self.handoff_pr_task(target) if target.is_pr else None
+        if task is not None and task.target_key:
+            return task.target_key, True
+        return target.key, False
+
+    async def handoff_pr_task(self, target: Target) -> Task | None:
+        """The task whose pull request ``target`` is, if Handoff opened it."""
+        head = (target.pr or {}).get("head_ref") or ""
+        task_id = head.removeprefix("handoff/") if head.startswith("handoff/") else None
+        if task_id is None:
+            async with self.svc.sessions() as session:
+                ref = await get_ref(session, PR_REF.format(repo=target.repo, number=target.number))
+            task_id = ref.get("task_id") if ref else None
+        if not task_id:
+            return None
+        try:
+            task = await self.svc.tasks.get(task_id)
+        except NotFound:
+            return None
+        return task if task.repo == target.repo else None
+
+    # -- effects --------------------------------------------------------------------------------
+
+    async def cancel(self, tasks: list[Task], actor: str, why: str) -> list[str]:
+        """Cancel every task of ``tasks`` that has not ended; return their ids."""
+        done: list[str] = []
+        for task in tasks:
+            if TaskState(task.state).terminal:
+                continue
+            try:
+                await self.svc.tasks.cancel(task.id, actor=actor)
+            except InvalidTransition:
+                continue
+            await self.svc.tasks.audit(actor, "cancel", "allowed", reason=why, task_id=task.id)
+            done.append(task.id)
+        return done
+
+    async def react(self, target: Target, trigger: Trigger) -> None:
+        """👀 on the triggering comment (or issue), sent through the outbox right away."""
+        payload = {
+            "op": "reaction",
+            "installation_id": target.installation_id,
+            "repo": target.repo,
+            "number": target.number,
+            "comment_id": trigger.comment_id,
+            "comment_kind": trigger.comment_kind if trigger.comment_id else "issue_itself",
+            "content": "eyes",
+        }
+        await self.send(OutboxMessage(CHANNEL, f"github:eyes:{self.delivery_id}", "append", payload))
+
+    async def reply(self, target: Target, author: str, text: str) -> None:
+        """A conversation comment answering ``author`` (sent through the outbox)."""
+        key = f"github:reply:{self.delivery_id}"
+        payload = {
+            "op": "comment",
+            "installation_id": target.installation_id,
+            "repo": target.repo,
+            "number": target.number,
+            "body": f"@{author} {text}",
+        }
+        await self.send(OutboxMessage(CHANNEL, key, "append", payload))
+
+    async def send(self, message: OutboxMessage) -> None:
+        """Write one outbox row; its idempotency key makes a replayed delivery write nothing."""
+        row = {
+            "channel": message.channel,
+            "key": message.key,
+            "kind": message.kind,
+            "payload": message.payload,
+            "idempotency_key": message.idempotency_key or message.key,
+            "state": "pending",
+            "attempts": 0,
+            "next_attempt_at": utcnow(),
+            "created_at": utcnow(),
+            "task_id": self.task_id,
+        }
+        async with self.svc.sessions.begin() as session:
+            await insert_ignore(session, Outbox, [row], ["idempotency_key"])
+
+
+def review_context(context: dict[str, Any]) -> str:
+    """The file, line and diff hunk a review comment was made on, as a preamble for the agent."""
+    where = f"`{context['path']}`" + (f" line {context['line']}" if context.get("line") else "")
+    hunk = str(context.get("diff_hunk") or "")[-4000:]
+    fenced = f"\n```diff\n{hunk}\n```" if hunk else ""
+    return f"Review comment on {where}:{fenced}\n\n"

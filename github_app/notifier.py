@@ -1,0 +1,188 @@
+"""The GitHub notifier: makes GitHub match one outbox row, without ever writing twice.
+
+* ``tracking`` / ``check`` (upserts) — render the task from the database, then edit the comment or
+  check run remembered for the key; create it the first time. Before a create the notifier
+  remembers ``{"creating": true}``: if the create's answer is lost (a 502 after GitHub applied it, a
+  crash), the next attempt finds the object by its hidden marker (comment) or ``external_id`` (check
+  run) instead of creating a second one.
+* ``comment`` (append) — a reply, created once the same way; ``reaction`` — 👀, idempotent at GitHub.
+
+Failures map onto the outbox contract: rate limits → :class:`RetryLater` for the installation's
+bucket with GitHub's delay, 5xx/timeouts → :class:`RetryLater` for the key, refusals → :class:`GiveUp`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from core.models import Outbox
+from core.outbox import Delivered, DeliveryContext, GiveUp, RateRule, RetryLater
+from github_app.api import MAX_ANNOTATIONS, GitHubAPI, marker
+from github_app.errors import GitHubRateLimited, GitHubRejected, GitHubUnavailable, InstallationRevoked
+from github_app.render import check_run, tracking_comment
+from github_app.reporter import CHANNEL
+from github_app.view import ViewLoader
+
+
+class GitHubNotifier:
+    """Delivers ``github`` outbox rows."""
+
+    channel = CHANNEL
+
+    def __init__(
+        self,
+        api: GitHubAPI,
+        views: ViewLoader,
+        *,
+        check_name: str = "Handoff",
+        write_interval_s: float = 1.0,
+        edit_interval_s: float = 2.0,
+    ) -> None:
+        self.api = api
+        self.views = views
+        self.check_name = check_name
+        self.write_interval_s = write_interval_s
+        self.edit_interval_s = edit_interval_s
+
+    def rate_rules(self, row: Outbox) -> list[RateRule]:
+        """Writes of one installation go ``write_interval_s`` apart; one object is edited at most every ``edit_interval_s``."""
+        rules = [RateRule(f"github:installation:{row.payload.get('installation_id')}", self.write_interval_s)]
+        if row.kind == "upsert":
+            rules.append(RateRule(f"github:object:{row.key}", self.edit_interval_s))
+        return rules
+
+    async def deliver(self, row: Outbox, ctx: DeliveryContext) -> Delivered:
+        """Send ``row``; raise :class:`RetryLater` or :class:`GiveUp` as the contract says."""
+        op = row.payload.get("op")
+        try:
+            if op == "reaction":
+                return await self._reaction(row)
+            if op == "comment":
+                return await self._reply(row, ctx)
+            if op == "tracking":
+                return await self._tracking(row, ctx)
+            if op == "check":
+                return await self._check(row, ctx)
+        except GitHubRateLimited as exc:
+            raise RetryLater(str(exc), exc.retry_after_s, scope="bucket") from exc
+        except GitHubUnavailable as exc:
+            raise RetryLater(str(exc), None, scope="key") from exc
+        except InstallationRevoked as exc:
+            raise GiveUp(str(exc)) from exc
+        except GitHubRejected as exc:
+            raise GiveUp(str(exc)) from exc
+        raise GiveUp(f"unknown github outbox op {op!r}")
+
+    # -- ops ----------------------------------------------------------------------------------
+
+    async def _reaction(self, row: Outbox) -> Delivered:
+        p = row.payload
+        inst, repo = int(p["installation_id"]), str(p["repo"])
+        kind = p.get("comment_kind")
+        if kind == "issue_itself" or not p.get("comment_id"):
+            await self.api.react_issue(inst, repo, int(p["number"]), str(p.get("content", "eyes")))
+        else:
+            await self.api.react(inst, repo, int(p["comment_id"]), str(kind), str(p.get("content", "eyes")))
+        return Delivered()
+
+    async def _reply(self, row: Outbox, ctx: DeliveryContext) -> Delivered:
+        p = row.payload
+        ref = await ctx.recall(row.key)
+        if ref and ref.get("id"):
+            return Delivered(ref)  # already posted
+        body = f"{marker(row.key)}\n{p['body']}"
+        comment_id = await self._create_comment(row, ctx, ref, body, since=row.created_at)
+        return Delivered({"id": comment_id})
+
+    async def _tracking(self, row: Outbox, ctx: DeliveryContext) -> Delivered:
+        view = await self.views.load(str(row.payload["task_id"]))
+        if view is None:
+            raise GiveUp("task no longer exists")
+        body = tracking_comment(view, row.key)
+        inst, repo = int(row.payload["installation_id"]), str(row.payload["repo"])
+        ref = await ctx.recall(row.key)
+        if ref and ref.get("id"):
+            try:
+                await self.api.update_comment(inst, repo, int(ref["id"]), body)
+                return Delivered(ref)
+            except GitHubRejected as exc:
+                if exc.status != 404:
+                    raise
+                ref = None  # someone deleted it: post it again
+        comment_id = await self._create_comment(row, ctx, ref, body, since=view.created_at)
+        return Delivered({"id": comment_id})
+
+    async def _create_comment(
+        self, row: Outbox, ctx: DeliveryContext, ref: dict[str, Any] | None, body: str, since: Any
+    ) -> int:
+        inst, repo, number = (
+            int(row.payload["installation_id"]),
+            str(row.payload["repo"]),
+            int(row.payload["number"]),
+        )
+        if ref and ref.get("creating"):
+            # An earlier create may have landed: look for our marker before posting again.
+            found = await self.api.find_comment(inst, repo, number, row.key, since - timedelta(minutes=5))
+            if found is not None:
+                await ctx.remember(row.key, {"id": found})
+                if row.payload.get("op") == "tracking":
+                    await self.api.update_comment(inst, repo, found, body)
+                return found
+        await ctx.remember(row.key, {"creating": True})
+        created = await self.api.create_comment(inst, repo, number, body)
+        await ctx.remember(row.key, {"id": int(created["id"])})
+        return int(created["id"])
+
+    async def _check(self, row: Outbox, ctx: DeliveryContext) -> Delivered:
+        view = await self.views.load(str(row.payload["task_id"]))
+        if view is None:
+            raise GiveUp("task no longer exists")
+        inst, repo, sha = (
+            int(row.payload["installation_id"]),
+            str(row.payload["repo"]),
+            str(row.payload["head_sha"]),
+        )
+        body = check_run(view, self.check_name)
+        ref = dict(await ctx.recall(row.key) or {})
+        # A new run after a completed one gets a fresh check run; the old one stays as history.
+        if ref.get("id") and ref.get("completed") and body["status"] != "completed":
+            ref = {}
+        if not ref.get("id") and ref.get("creating"):
+            found = await self.api.find_check(inst, repo, sha, self.check_name, view.task_id)
+            if found is not None:
+                ref = {"id": found}
+        annotations = view.annotations
+        sent = int(ref.get("annotations", 0)) if ref.get("run") == view.attempt else 0
+        batch, sent_after = (
+            annotations[sent : sent + MAX_ANNOTATIONS],
+            min(len(annotations), sent + MAX_ANNOTATIONS),
+        )
+        if batch:
+            body["output"]["annotations"] = batch
+        if ref.get("id"):
+            try:
+                await self.api.update_check(inst, repo, int(ref["id"]), body)
+            except GitHubRejected as exc:
+                if exc.status != 404:
+                    raise
+                ref = {}
+        if not ref.get("id"):
+            await ctx.remember(row.key, {"creating": True})
+            created = await self.api.create_check(inst, repo, {**body, "head_sha": sha})
+            ref = {"id": int(created["id"])}
+        ref.update(completed=body["status"] == "completed", run=view.attempt, annotations=sent_after)
+        await ctx.remember(row.key, ref)
+        # GitHub takes 50 annotations per request: append the rest in further updates.
+        while ref["annotations"] < len(annotations):
+            start = int(ref["annotations"])
+            more = annotations[start : start + MAX_ANNOTATIONS]
+            output = {
+                "title": body["output"]["title"],
+                "summary": body["output"]["summary"],
+                "annotations": more,
+            }
+            await self.api.update_check(inst, repo, int(ref["id"]), {"output": output})
+            ref["annotations"] = start + len(more)
+            await ctx.remember(row.key, ref)
+        return Delivered(ref)

@@ -1,0 +1,60 @@
+"""The GitHub reporter: which task events should refresh the check run and the tracking comment.
+
+Pure (no I/O, called inside the transaction that stores the event): it emits ``upsert`` rows keyed
+per task, and the outbox keeps only the latest pending one per key — so a burst of a thousand agent
+events costs a couple of API calls. The rows carry routing data only; the notifier renders the task
+from the database when it sends, so what GitHub shows is never older than the row that caused it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.models import EventType, RunEvent, Task
+from core.outbox import OutboxMessage
+
+CHANNEL = "github"
+# Log lines, tool calls and heartbeats change nothing the comment shows.
+_SHOWN = frozenset(
+    {EventType.status, EventType.progress, EventType.result, EventType.error, EventType.question}
+)
+
+
+def check_key(task_id: str) -> str:
+    """Outbox/ExternalRef key of a task's check run."""
+    return f"github:check:{task_id}"
+
+
+def comment_key(task_id: str) -> str:
+    """Outbox/ExternalRef key of a task's tracking comment (also its hidden marker)."""
+    return f"github:comment:{task_id}"
+
+
+def github_links(task: Task) -> dict[str, Any] | None:
+    """The ``github`` links of a task created from GitHub, else ``None``."""
+    links = task.links.get("github") if isinstance(task.links, dict) else None
+    return links if isinstance(links, dict) and links.get("installation_id") else None
+
+
+class GitHubReporter:
+    """Turns task events into check-run and tracking-comment upserts."""
+
+    channel = CHANNEL
+
+    def messages(self, task: Task, event: RunEvent) -> list[OutboxMessage]:
+        """Upserts for ``event`` when it changes what GitHub shows; nothing for other tasks."""
+        gh = github_links(task)
+        if gh is None or event.type not in _SHOWN:
+            return []
+        base = {
+            "task_id": task.id,
+            "installation_id": gh["installation_id"],
+            "repo": task.repo,
+            "number": gh.get("number"),
+            "seq": event.seq,
+        }
+        messages = [OutboxMessage(CHANNEL, comment_key(task.id), "upsert", {**base, "op": "tracking"})]
+        if gh.get("head_sha"):
+            payload = {**base, "op": "check", "head_sha": gh["head_sha"]}
+            messages.append(OutboxMessage(CHANNEL, check_key(task.id), "upsert", payload))
+        return messages
