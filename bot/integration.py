@@ -1,0 +1,182 @@
+"""What the composition root plugs in: ``build_integration(settings, services) -> Integration``.
+
+The router exposes ``POST /slack/events`` (events, slash commands and interactivity share one
+URL). The signature is checked on the raw body *before* bolt parses anything, so a forged or
+stale request is answered 401 without being parsed, logged or acted on (bolt's own check would
+log the body of a bad request), and a body over 1 MiB is refused (413) before it is buffered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+from urllib.parse import urlparse
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from slack_bolt.adapter.starlette.async_handler import to_async_bolt_request, to_starlette_response
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.signature import SignatureVerifier
+
+from bot.access import Access
+from bot.app import AckBudget, build_app, make_client
+from bot.config import SlackConfig, parse_slack_config
+from bot.intake import Intake
+from bot.notifier import SlackNotifier
+from bot.reporter import SlackReporter
+from bot.store import Store
+from core.commands import Registry
+from core.config import HandoffConfig
+from core.db import Sessions
+from core.handlers import build_registry
+from core.ports import Integration
+from core.redact import Redactor
+from core.settings import Settings
+from core.tasks import TaskService
+
+# Slack payloads are a few kB; refuse to buffer anything absurd before the signature check.
+MAX_BODY = 1024 * 1024
+
+
+class BotServices(Protocol):
+    """What the bot needs from the composition root (the API's or the worker's services)."""
+
+    sessions: Sessions
+    tasks: TaskService
+    config: HandoffConfig
+
+
+@dataclass
+class SlackBot:
+    """Everything the Slack integration built, for the router, the worker and Socket Mode."""
+
+    settings: Settings
+    config: SlackConfig
+    store: Store
+    access: Access
+    intake: Intake
+    app: AsyncApp
+    budget: AckBudget
+    reporter: SlackReporter
+    notifier: SlackNotifier
+    verifier: SignatureVerifier | None
+
+    async def aclose(self) -> None:
+        """Let work that outlived its ack budget finish (called at shutdown by the root)."""
+        await self.budget.drain()
+
+    async def handle_http(self, request: Request) -> Response:
+        """Read at most 1 MiB, verify the v0 signature, then hand the request to bolt."""
+        body = await _read_capped(request, MAX_BODY)
+        if body is None:
+            return JSONResponse({"error": "request too large"}, status_code=413)
+        timestamp = request.headers.get("x-slack-request-timestamp", "")
+        signature = request.headers.get("x-slack-signature", "")
+        if (
+            self.verifier is None
+            or not timestamp.isdigit()
+            or not self.verifier.is_valid(body, timestamp, signature)
+        ):
+            return JSONResponse({"error": "invalid request"}, status_code=401)
+        # What AsyncSlackRequestHandler.handle does for a POST, with the body we already hold.
+        response = await self.app.async_dispatch(to_async_bolt_request(request, body))
+        return to_starlette_response(response)
+
+
+async def _read_capped(request: Request, limit: int) -> bytes | None:
+    """The body, or ``None`` past ``limit`` bytes (also when chunked, without a Content-Length)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def build_bot(
+    settings: Settings,
+    services: BotServices,
+    *,
+    slack_config: SlackConfig | None = None,
+    registry: Registry | None = None,
+) -> SlackBot:
+    """Build the bot's parts (no I/O: Slack is first called on the first request)."""
+    config = slack_config if slack_config is not None else parse_slack_config(services.config.slack)
+    store = Store(services.sessions)
+    client = make_client(settings)
+
+    async def group_members(group: str) -> list[str]:
+        """Members of a Slack user group (for allow-list rules naming groups)."""
+        response = await client.usergroups_users_list(usergroup=group)
+        return [str(u) for u in response.get("users") or []]
+
+    access = Access(config, store, group_members)
+    intake = Intake(settings, config, services.tasks, store, access, registry or build_registry())
+    budget = AckBudget()
+    reporter = SlackReporter(access.channel_for_repo if config.announce.github_tasks else None)
+    api_host = _host(settings.slack_api_url)
+    notifier = SlackNotifier(
+        client,
+        store,
+        settings.handoff_public_url,
+        allowed_hosts=frozenset({api_host}) if api_host else frozenset(),
+        before_send=access.refresh_bindings if config.announce.github_tasks else None,
+        redactor=Redactor(services.config.secret_patterns, literals=_secrets(settings)),
+    )
+    secret = settings.slack_signing_secret
+    verifier = SignatureVerifier(secret.get_secret_value()) if secret is not None else None
+    app = build_app(settings, intake, budget)
+    return SlackBot(settings, config, store, access, intake, app, budget, reporter, notifier, verifier)
+
+
+def build_router(bot: SlackBot) -> APIRouter:
+    """``POST /slack/events``."""
+    router = APIRouter(tags=["slack"])
+
+    @router.post("/slack/events", include_in_schema=False)
+    async def slack_events(request: Request) -> Response:
+        """Events, slash commands and interactivity from Slack."""
+        return await bot.handle_http(request)
+
+    return router
+
+
+def build_integration(
+    settings: Settings,
+    services: BotServices,
+    *,
+    slack_config: SlackConfig | None = None,
+    registry: Registry | None = None,
+) -> Integration:
+    """The Slack :class:`~core.ports.Integration`: router, reporter, notifier; the bot in ``extras``."""
+    bot = build_bot(settings, services, slack_config=slack_config, registry=registry)
+    return Integration(
+        name="slack",
+        reporters=[bot.reporter],
+        notifiers=[bot.notifier],
+        router=build_router(bot),
+        extras={"slack": bot},
+    )
+
+
+def _secrets(settings: Settings) -> list[str | None]:
+    """Secret values this process knows, masked wherever they might appear in a message."""
+    values = [
+        settings.slack_bot_token,
+        settings.slack_signing_secret,
+        settings.slack_app_token,
+        settings.handoff_api_token,
+        settings.anthropic_api_key,
+        settings.openai_api_key,
+        settings.github_client_secret,
+    ]
+    return [v.get_secret_value() if v is not None else None for v in values] + settings.github_webhook_secrets
+
+
+def _host(url: str) -> str | None:
+    return urlparse(url).hostname

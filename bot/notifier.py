@@ -1,0 +1,288 @@
+"""Delivers Slack outbox rows: status messages, thread replies, reactions, ephemeral answers.
+
+Row payloads carry an ``op``:
+
+* ``status`` — post the task's status message once (remembering its ts), then ``chat.update`` it.
+  Rendered from the database at send time (:mod:`bot.view`).
+* ``reply`` — a thread reply (``reply_broadcast`` for failures), optionally with the log tail.
+* ``react`` — a reaction on the message that asked.
+* ``ephemeral`` — ``chat.postEphemeral``; a DM when the person cannot get one in that channel.
+* ``respond`` — a ``response_url`` answer; once that URL has expired (30 min, 5 uses), a DM by
+  ``chat.postMessage`` instead.
+
+Slack errors map onto the sender's vocabulary: ``ratelimited``/429 → :class:`RetryLater` with
+``Retry-After``; 5xx and network errors → :class:`RetryLater`; anything else → :class:`GiveUp`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import urlparse
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
+
+from bot import messages
+from bot.blocks import fit_message, sections
+from bot.reporter import CHANNEL, status_key
+from bot.store import Store
+from bot.view import load_view, log_tail
+from core.models import Outbox
+from core.outbox import Delivered, DeliveryContext, GiveUp, RateRule, RetryLater
+from core.redact import Redactor
+
+log = logging.getLogger(__name__)
+
+# Slack: chat.postMessage about 1 per second per channel; chat.update is Tier 3 (~50 per minute),
+# per workspace, so one bucket paces every status message together.
+MESSAGE_INTERVAL_S = 1.0
+CHANNEL_INTERVAL_S = 1.0
+UPDATE_INTERVAL_S = 1.2
+REACTION_INTERVAL_S = 1.2  # reactions.add: Tier 3
+EPHEMERAL_INTERVAL_S = 0.6  # chat.postEphemeral: Tier 4
+RESPONSE_URL_TTL_S = 30 * 60 - 60
+_RETRYABLE = frozenset({"internal_error", "fatal_error", "service_unavailable", "request_timeout"})
+_GONE = frozenset({"message_not_found", "cant_update_message", "edit_window_closed"})
+_NO_ACCESS = frozenset({"not_in_channel", "channel_not_found", "user_not_in_channel", "is_archived"})
+
+
+class SlackNotifier:
+    """A :class:`core.outbox.Notifier` for the ``slack`` channel."""
+
+    channel = CHANNEL
+
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        store: Store,
+        public_url: str,
+        *,
+        allowed_hosts: frozenset[str] = frozenset(),
+        before_send: Callable[[], Awaitable[None]] | None = None,
+        redactor: Redactor | None = None,
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.public_url = public_url
+        # response_url must point at Slack (or the configured API host in tests): never elsewhere.
+        self.allowed_hosts = allowed_hosts
+        self.before_send = before_send
+        self.redactor = redactor or Redactor()
+
+    def rate_rules(self, row: Outbox) -> list[RateRule]:
+        """One edit per second per message, one post per second per channel, Tier 3 for updates."""
+        op = row.payload.get("op")
+        if op == "status":
+            return [
+                RateRule(f"slack:msg:{row.key}", MESSAGE_INTERVAL_S),
+                RateRule("slack:update", UPDATE_INTERVAL_S),
+            ]
+        channel = row.payload.get("channel")
+        if op == "reply" and channel:
+            return [RateRule(f"slack:channel:{channel}", CHANNEL_INTERVAL_S)]
+        # Reactions and ephemeral answers do not count against a channel's posting rate.
+        if op == "react":
+            return [RateRule("slack:reactions", REACTION_INTERVAL_S)]
+        if op == "ephemeral":
+            return [RateRule("slack:ephemeral", EPHEMERAL_INTERVAL_S)]
+        return []
+
+    async def deliver(self, row: Outbox, ctx: DeliveryContext) -> Delivered:
+        """Make Slack match ``row``; raise :class:`RetryLater` or :class:`GiveUp`."""
+        handlers: dict[str, Callable[[dict[str, Any], DeliveryContext, Outbox], Awaitable[Delivered]]] = {
+            "status": self._status,
+            "reply": self._reply,
+            "react": self._react,
+            "ephemeral": self._ephemeral,
+            "respond": self._respond,
+        }
+        handler = handlers.get(str(row.payload.get("op")))
+        if handler is None:
+            raise GiveUp(f"unknown slack op {row.payload.get('op')!r}")
+        if self.before_send is not None:
+            await self.before_send()
+        try:
+            return await handler(row.payload, ctx, row)
+        except SlackApiError as exc:
+            raise classify(exc) from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise RetryLater(f"slack unreachable: {exc.__class__.__name__}: {exc}") from exc
+
+    # -- ops ------------------------------------------------------------------------------------
+
+    async def _status(self, p: dict[str, Any], ctx: DeliveryContext, row: Outbox) -> Delivered:
+        view = await load_view(self.store.sessions, str(p["task_id"]))
+        if view is None:
+            raise GiveUp(f"task {p['task_id']} no longer exists")
+        text, blocks = self._scrub(*messages.status_message(view, self.public_url))
+        ref = await ctx.recall(row.key)
+        if ref is not None:
+            try:
+                await self.client.chat_update(channel=ref["channel"], ts=ref["ts"], text=text, blocks=blocks)
+                return Delivered(ref=ref)
+            except SlackApiError as exc:
+                if _error(exc) not in _GONE:
+                    raise
+                # Deleted or no longer editable: post a fresh status message instead.
+                log.info("status message of %s is gone (%s); posting a new one", p["task_id"], _error(exc))
+        thread_ts = p.get("thread_ts")
+        resp = await self._post(p["channel"], text, blocks, thread_ts=thread_ts, dm_user=p.get("user"))
+        ref = {"channel": resp["channel"], "ts": resp["ts"]}
+        await ctx.remember(row.key, ref)
+        if not thread_ts:
+            # The status message starts the thread: replies in it are follow-ups for this task.
+            await self.store.index_thread(ref["channel"], ref["ts"], str(p["task_id"]))
+        return Delivered(ref=ref)
+
+    async def _reply(self, p: dict[str, Any], ctx: DeliveryContext, row: Outbox) -> Delivered:
+        channel, thread_ts = p["channel"], p.get("thread_ts")
+        if p.get("after_status") or not thread_ts:
+            # The status message heads the thread (or is its parent, for slash commands and
+            # announcements): a milestone waits for it, so it never lands above it.
+            status = await ctx.recall(status_key(str(p["task_id"])))
+            if status is None:
+                raise RetryLater("the status message is not posted yet", after_s=0.5)
+            if not thread_ts:
+                channel, thread_ts = status["channel"], status["ts"]
+        tail: list[str] = []
+        if p.get("log_tail") and p.get("task_id"):
+            tail = await log_tail(self.store.sessions, str(p["task_id"]), int(p["log_tail"]))
+        text, blocks = self._scrub(*messages.reply_message(str(p["text"]), tail))
+        resp = await self.client.chat_postMessage(
+            channel=channel,
+            thread_ts=thread_ts,
+            text=text,
+            blocks=blocks,
+            reply_broadcast=bool(p.get("broadcast")),
+        )
+        return Delivered(ref={"channel": resp["channel"], "ts": resp["ts"]})
+
+    async def _react(self, p: dict[str, Any], ctx: DeliveryContext, row: Outbox) -> Delivered:
+        try:
+            await self.client.reactions_add(channel=p["channel"], timestamp=p["ts"], name=p["name"])
+        except SlackApiError as exc:
+            if _error(exc) != "already_reacted":  # a retry after a lost answer
+                raise
+        return Delivered()
+
+    async def _ephemeral(self, p: dict[str, Any], ctx: DeliveryContext, row: Outbox) -> Delivered:
+        text, blocks = self._scrub(str(p["text"]), sections(str(p["text"]), 10))
+        try:
+            resp = await self.client.chat_postEphemeral(
+                channel=p["channel"], user=p["user"], text=text, blocks=blocks, thread_ts=p.get("thread_ts")
+            )
+            return Delivered(ref={"message_ts": resp.get("message_ts")})
+        except SlackApiError as exc:
+            if _error(exc) not in _NO_ACCESS:
+                raise
+        return await self._dm(str(p["user"]), text, blocks)
+
+    async def _respond(self, p: dict[str, Any], ctx: DeliveryContext, row: Outbox) -> Delivered:
+        text, blocks = self._scrub(str(p["text"]), sections(str(p["text"]), 10))
+        url = str(p.get("response_url") or "")
+        fresh = time.time() - float(p.get("issued_at") or 0) < RESPONSE_URL_TTL_S
+        if url and fresh and self._allowed(url):
+            hook = AsyncWebhookClient(url, timeout=10)
+            resp = await hook.send(
+                text=text,
+                blocks=blocks,
+                response_type="ephemeral" if p.get("private", True) else "in_channel",
+                replace_original=False,
+            )
+            if resp.status_code == 200:
+                return Delivered()
+            if resp.status_code == 429 or resp.status_code >= 500:
+                raise RetryLater(f"response_url answered {resp.status_code}", after_s=_after(resp.headers))
+            log.info("response_url answered %s (%s); falling back to a message", resp.status_code, resp.body)
+        # Expired, used up or refused: say it with chat.postMessage instead.
+        if p.get("private", True) or not p.get("channel"):
+            return await self._dm(str(p["user"]), text, blocks)
+        resp2 = await self.client.chat_postMessage(channel=p["channel"], text=text, blocks=blocks)
+        return Delivered(ref={"channel": resp2["channel"], "ts": resp2["ts"]})
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _scrub(self, text: str, blocks: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
+        """Mask secrets in everything about to be posted, then re-check the limits (a mask may be
+        longer than what it hides). Events are redacted when stored; instructions and reasons are not."""
+        cleaned: list[dict[str, Any]] = self.redactor.data(blocks)
+        return fit_message(self.redactor(text), cleaned)
+
+    def _allowed(self, url: str) -> bool:
+        parsed = urlparse(url)
+        host = parsed.hostname or ""
+        if host in self.allowed_hosts:
+            return True
+        return parsed.scheme == "https" and (host == "slack.com" or host.endswith(".slack.com"))
+
+    async def _post(
+        self,
+        channel: str,
+        text: str,
+        blocks: list[dict[str, Any]],
+        *,
+        thread_ts: str | None,
+        dm_user: str | None,
+    ) -> Any:
+        """``chat.postMessage``; joins a public channel first if needed, else falls back to a DM."""
+        try:
+            return await self.client.chat_postMessage(
+                channel=channel, thread_ts=thread_ts, text=text, blocks=blocks
+            )
+        except SlackApiError as exc:
+            error = _error(exc)
+            if error not in _NO_ACCESS:
+                raise
+        if error == "not_in_channel":
+            try:
+                await self.client.conversations_join(channel=channel)
+                return await self.client.chat_postMessage(
+                    channel=channel, thread_ts=thread_ts, text=text, blocks=blocks
+                )
+            except SlackApiError as exc:
+                if _error(exc) not in _NO_ACCESS and _error(exc) != "method_not_supported_for_channel_type":
+                    raise
+        if dm_user and not thread_ts:
+            log.info("cannot post in %s (%s); using a DM with %s", channel, error, dm_user)
+            return await self.client.chat_postMessage(channel=dm_user, text=text, blocks=blocks)
+        raise GiveUp(f"cannot post in {channel}: {error}")
+
+    async def _dm(self, user: str, text: str, blocks: list[dict[str, Any]]) -> Delivered:
+        resp = await self.client.chat_postMessage(channel=user, text=text, blocks=blocks)
+        return Delivered(ref={"channel": resp["channel"], "ts": resp["ts"]})
+
+
+def _error(exc: SlackApiError) -> str:
+    data = exc.response.data if exc.response is not None else None
+    return str(data.get("error", "")) if isinstance(data, dict) else ""
+
+
+def _after(headers: Any) -> float | None:
+    try:
+        value = headers.get("Retry-After") or headers.get("retry-after")
+        if isinstance(value, list):
+            value = value[0]
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def classify(exc: SlackApiError) -> RetryLater | GiveUp:
+    """Map a Slack API error onto retry-or-give-up."""
+    status = getattr(exc.response, "status_code", 0) or 0
+    error = _error(exc)
+    if status == 429 or error == "ratelimited":
+        # Slack's limits are per method and workspace: pause every row sharing the bucket.
+        return RetryLater(
+            f"slack rate limited ({error or status})",
+            after_s=_after(exc.response.headers) or 1.0,
+            scope="bucket",
+        )
+    if status >= 500 or error in _RETRYABLE:
+        return RetryLater(f"slack error {status} {error}")
+    return GiveUp(f"slack refused: {error or status}")

@@ -1,0 +1,163 @@
+"""Turns task events into Slack outbox messages (pure: the journal calls it inside its transaction).
+
+Per task with a Slack home (started in Slack, or announced in the channel bound to its repository):
+
+* one ``upsert`` of the **status message** (key ``slack:status:<task>``) for each state change,
+  step, result, question or error — and for every 25th log line, so "latest output" stays alive
+  without one row per line. Pending upserts coalesce, and the notifier renders the message from
+  the database when it sends, so coalescing loses nothing;
+* ``append`` **thread replies** for milestones only: started, a question, pull request opened,
+  finished or failed (a failure is also broadcast to the channel), plus a reaction on the message
+  that asked, when there is one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from bot import messages
+from core.models import EventType, RunEvent, Task, TaskSource
+from core.outbox import OutboxMessage
+from core.states import TaskState
+
+CHANNEL = "slack"
+STATUS_TYPES = frozenset(
+    {
+        EventType.status.value,
+        EventType.progress.value,
+        EventType.result.value,
+        EventType.question.value,
+        EventType.error.value,
+    }
+)
+LOG_EVERY = 25
+LOG_TAIL_ON_FAILURE = 20
+
+
+def status_key(task_id: str) -> str:
+    """The outbox key (and remembered reference) of a task's status message."""
+    return f"slack:status:{task_id}"
+
+
+class SlackReporter:
+    """A :class:`core.outbox.Reporter` for Slack."""
+
+    channel = CHANNEL
+
+    def __init__(self, announce_channel: Callable[[str], str | None] | None = None) -> None:
+        # repo -> channel to announce tasks started elsewhere in (``None``: announcements off).
+        self.announce_channel = announce_channel
+
+    def home(self, task: Task) -> dict[str, Any] | None:
+        """Where the task's thread lives: its Slack origin, or an announcement channel."""
+        slack = task.links.get("slack")
+        if isinstance(slack, dict) and slack.get("channel"):
+            return slack
+        if task.source != TaskSource.slack.value and self.announce_channel is not None:
+            channel = self.announce_channel(task.repo)
+            if channel:
+                return {"channel": channel, "thread_ts": None, "kind": "announce"}
+        return None
+
+    def messages(self, task: Task, event: RunEvent) -> list[OutboxMessage]:
+        """The outbox messages ``event`` causes (none for tasks without a Slack home)."""
+        home = self.home(task)
+        if home is None:
+            return []
+        out: list[OutboxMessage] = []
+        if event.type in STATUS_TYPES or (event.type == EventType.log.value and event.seq % LOG_EVERY == 0):
+            out.append(
+                OutboxMessage(
+                    CHANNEL,
+                    status_key(task.id),
+                    "upsert",
+                    {
+                        "op": "status",
+                        "task_id": task.id,
+                        "channel": home["channel"],
+                        "thread_ts": home.get("thread_ts"),
+                        "user": home.get("user"),
+                        "seq": event.seq,
+                    },
+                )
+            )
+        if event.type == EventType.question.value:
+            out.append(self._reply(task, event, home, "question", messages.question(event.data)))
+        elif event.type == EventType.status.value:
+            out.extend(self._milestones(task, event, home))
+        return out
+
+    def _milestones(self, task: Task, event: RunEvent, home: dict[str, Any]) -> list[OutboxMessage]:
+        data = event.data
+        try:
+            state = TaskState(data.get("state", ""))
+        except ValueError:
+            return []
+        if state is TaskState.running and data.get("from") is not None:
+            attempt = int(data.get("attempt") or task.attempts or 1)
+            return [self._reply(task, event, home, "started", messages.started(attempt))]
+        if not state.terminal or data.get("from") is None:
+            return []
+        out: list[OutboxMessage] = []
+        pr_url = data.get("pr_url")
+        if isinstance(pr_url, str) and pr_url:
+            first = int(data.get("attempt") or 1) == 1
+            out.append(self._reply(task, event, home, "pr", messages.pull_request(pr_url, first)))
+        failed = state in messages.FAILED
+        out.append(
+            self._reply(
+                task,
+                event,
+                home,
+                "finished",
+                messages.finished(task, data),
+                broadcast=failed,
+                log_tail=LOG_TAIL_ON_FAILURE if failed else 0,
+            )
+        )
+        if home.get("message_ts"):
+            out.append(
+                OutboxMessage(
+                    CHANNEL,
+                    f"slack:react:{task.id}",
+                    "append",
+                    {
+                        "op": "react",
+                        "channel": home["channel"],
+                        "ts": home["message_ts"],
+                        "name": "white_check_mark" if state is TaskState.succeeded else "x",
+                    },
+                    idempotency_key=f"slack:{task.id}:{event.seq}:react",
+                )
+            )
+        return out
+
+    def _reply(
+        self,
+        task: Task,
+        event: RunEvent,
+        home: dict[str, Any],
+        what: str,
+        text: str,
+        *,
+        broadcast: bool = False,
+        log_tail: int = 0,
+    ) -> OutboxMessage:
+        return OutboxMessage(
+            CHANNEL,
+            f"slack:reply:{task.id}",
+            "append",
+            {
+                "op": "reply",
+                "task_id": task.id,
+                "channel": home["channel"],
+                "thread_ts": home.get("thread_ts"),
+                "text": text,
+                "broadcast": broadcast,
+                "log_tail": log_tail,
+                # Milestones go under the status message, which must head the thread.
+                "after_status": True,
+            },
+            idempotency_key=f"slack:{task.id}:{event.seq}:{what}",
+        )
