@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlparse
@@ -174,6 +175,20 @@ def _start_local_redis(url: str, state_dir: Path) -> subprocess.Popen[bytes] | N
     raise typer.Exit(2)
 
 
+async def _start_slack_socket_mode(api: Any, settings: Settings) -> Callable[[], Awaitable[None]] | None:
+    """Socket Mode (for teams without a public URL) when the Slack bot has an app-level token."""
+    if settings.slack_app_token is None:
+        return None
+    slack = next((i for i in api.state.services.integrations if i.name == "slack"), None)
+    if slack is None:
+        return None
+    from bot.socket import start_socket_mode
+
+    stop: Callable[[], Awaitable[None]] = await start_socket_mode(slack)
+    console.print("Slack: connected in Socket Mode")
+    return stop
+
+
 @app.command()
 def up(host: str = "127.0.0.1", port: int = 8000) -> None:
     """API and worker in one process, for a laptop (starts a local Redis if needed)."""
@@ -193,15 +208,23 @@ def up(host: str = "127.0.0.1", port: int = 8000) -> None:
         upgrade(settings.database_url)
 
         async def main() -> None:
+            api = create_app(settings)
+            # log_config=None keeps our logging set-up (uvicorn's own would replace it).
             server = uvicorn.Server(
-                uvicorn.Config(create_app(settings), host=host, port=port, log_level="info")
+                uvicorn.Config(api, host=host, port=port, log_level="info", log_config=None)
             )
             w = Worker(**worker_kwargs(settings, worker_context(settings), handle_signals=False))
             worker_task = asyncio.create_task(w.async_run())
+            serve = asyncio.create_task(server.serve())
+            while not server.started and not serve.done():  # noqa: ASYNC110 (uvicorn exposes a flag)
+                await asyncio.sleep(0.05)
+            stop_socket = await _start_slack_socket_mode(api, settings)
             console.print(f"Handoff is up on http://{host}:{port} (API docs at /docs)")
             try:
-                await server.serve()
+                await serve
             finally:
+                if stop_socket is not None:
+                    await stop_socket()
                 await w.close()
                 worker_task.cancel()
 

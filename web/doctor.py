@@ -52,8 +52,16 @@ async def run_doctor(settings: Settings, console: Console) -> bool:
             client = svc.sandbox.docker_client()
             for name, profile in config.profiles.items():
                 present = image_exists(client, profile.image)
-                detail = f"used by profile {name!r}" if present else "missing — run `handoff sandbox build --offline`"
+                detail = (
+                    f"used by profile {name!r}"
+                    if present
+                    else "missing — run `handoff sandbox build --offline`"
+                )
                 results.append((f"image {profile.image}", present, detail))
+        if settings.slack_configured:
+            from bot.doctor import check_slack
+
+            results.extend(await check_slack(settings))
         git = shutil.which("git")
         results.append(("git", git is not None, git or "missing — apt-get install git"))
     finally:
