@@ -38,6 +38,7 @@ class WorkerContext:
     # task id -> event that stops its container (set by cancel requests and shutdown).
     active: dict[str, asyncio.Event] = field(default_factory=dict)
     shutting_down: bool = False
+    last_prune: float = float("-inf")  # loop time of the reaper's last clean-up
     git_credentials: GitCredentials | None = None
     post_push: list[PostPush] = field(default_factory=list)
     notifiers: list[Notifier] = field(default_factory=list)

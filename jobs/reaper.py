@@ -13,17 +13,18 @@ Every pass it:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlmodel import col
 
 from core.clock import utcnow
 from core.errors import DependencyUnavailable
 from core.journal import StaleState
-from core.models import Run, Task
+from core.models import Delivery, Outbox, OutboxState, Run, Task
 from core.scheduling import admission_lock, enqueue, promote_waiting
 from core.states import RunOutcome, TaskState
 from jobs.context import WorkerContext
@@ -55,9 +56,35 @@ class Reaper:
             counts["promoted"] = await self.promote()
         except DependencyUnavailable as exc:
             log.warning("reaper: cannot promote waiting tasks: %s", exc)
+        counts["pruned"] = await self.prune()
         if any(counts.values()):
             log.info("reaper: %s", counts)
         return counts
+
+    async def prune(self, every_s: float = 3600.0, batch: int = 5000) -> int:
+        """Delete old delivery records and finished notifications (at most hourly).
+
+        Deliveries are kept longer than GitHub's 3-day redelivery window, so a redelivered event is
+        still recognised as a repeat.
+        """
+        loop_time = asyncio.get_running_loop().time()
+        if loop_time - self.wc.last_prune < every_s:
+            return 0
+        self.wc.last_prune = loop_time
+        cutoff = utcnow() - timedelta(days=self.wc.config.limits.retention_days)
+        removed = 0
+        async with self.wc.sessions.begin() as session:
+            old = select(col(Delivery.id)).where(col(Delivery.received_at) < cutoff).limit(batch)
+            result = await session.execute(delete(Delivery).where(col(Delivery.id).in_(old.scalar_subquery())))
+            removed += int(result.rowcount or 0)  # type: ignore[attr-defined]
+            done = (
+                select(col(Outbox.id))
+                .where(col(Outbox.state) != OutboxState.pending.value, col(Outbox.created_at) < cutoff)
+                .limit(batch)
+            )
+            result = await session.execute(delete(Outbox).where(col(Outbox.id).in_(done.scalar_subquery())))
+            removed += int(result.rowcount or 0)  # type: ignore[attr-defined]
+        return removed
 
     async def stale_runs(self) -> int:
         """End or requeue the tasks of runs whose heartbeat stopped."""

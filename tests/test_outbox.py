@@ -192,3 +192,34 @@ async def test_only_one_sender_holds_the_lease(
     await first.release_lease()
     assert await second.acquire_lease()
     await wc.close()
+
+
+async def test_reaper_prunes_old_deliveries_and_finished_notifications(sqlite_settings: Settings) -> None:
+    from datetime import timedelta
+
+    from core.clock import utcnow
+    from core.models import Delivery
+    from jobs.reaper import Reaper
+
+    wc = worker_context(sqlite_settings)
+    old = utcnow() - timedelta(days=30)
+    async with wc.sessions.begin() as session:
+        session.add_all(
+            [
+                Delivery(id="old", source="github", event="issues", received_at=old),
+                Delivery(id="new", source="github", event="issues"),
+                Outbox(channel="webhook", key="k", kind="upsert", state="sent", created_at=old),
+                Outbox(channel="webhook", key="k", kind="upsert", state="pending", created_at=old),
+                Outbox(channel="webhook", key="k", kind="upsert", state="sent"),
+            ]
+        )
+    assert await Reaper(wc).prune(every_s=0) == 2
+    async with wc.sessions() as session:
+        assert [d.id for d in (await session.execute(select(Delivery))).scalars()] == ["new"]
+        left = [
+            (o.state, o.created_at < utcnow() - timedelta(days=1))
+            for o in (await session.execute(select(Outbox))).scalars()
+        ]
+    assert sorted(left) == [("pending", True), ("sent", False)]  # a pending one is never dropped
+    assert await Reaper(wc).prune() == 0  # at most hourly
+    await wc.close()
