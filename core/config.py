@@ -57,6 +57,9 @@ class ConcurrencyLimits(BaseModel):
     lost_job_grace_s: float = Field(
         default=30.0, gt=0, description="re-enqueue a queued task whose job vanished"
     )
+    retention_days: float = Field(
+        default=14.0, ge=4.0, description="keep delivery records and sent notifications this long"
+    )
     reaper_interval_s: int = Field(default=5, ge=1, le=60, description="seconds between reaper passes")
 
 
