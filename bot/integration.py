@@ -127,6 +127,7 @@ def build_bot(
         allowed_hosts=frozenset({api_host}) if api_host else frozenset(),
         before_send=access.refresh_bindings if config.announce.github_tasks else None,
         redactor=Redactor(services.config.secret_patterns, literals=_secrets(settings)),
+        message_interval_s=services.config.outbox.slack_message_interval_s,
     )
     secret = settings.slack_signing_secret
     verifier = SignatureVerifier(secret.get_secret_value()) if secret is not None else None

@@ -65,8 +65,10 @@ class SlackNotifier:
         allowed_hosts: frozenset[str] = frozenset(),
         before_send: Callable[[], Awaitable[None]] | None = None,
         redactor: Redactor | None = None,
+        message_interval_s: float = MESSAGE_INTERVAL_S,
     ) -> None:
         self.client = client
+        self.message_interval_s = message_interval_s
         self.store = store
         self.public_url = public_url
         # response_url must point at Slack (or the configured API host in tests): never elsewhere.
@@ -79,7 +81,7 @@ class SlackNotifier:
         op = row.payload.get("op")
         if op == "status":
             return [
-                RateRule(f"slack:msg:{row.key}", MESSAGE_INTERVAL_S),
+                RateRule(f"slack:msg:{row.key}", self.message_interval_s, per_object=True),
                 RateRule("slack:update", UPDATE_INTERVAL_S),
             ]
         channel = row.payload.get("channel")

@@ -89,6 +89,12 @@ class OutboxConfig(BaseModel):
     github_object_interval_s: float = Field(default=2.0, ge=0, description="writes per GitHub object")
     slack_message_interval_s: float = Field(default=1.0, ge=0, description="chat.update per message")
     github_creates_per_minute: int = Field(default=80, ge=1, description="content creation per installation")
+    # Progress-only updates of one object (a new step, more output) go at most this often, which
+    # is what keeps a chatty run cheap; state changes skip this and go at the platform's pace.
+    progress_interval_s: dict[str, float] = Field(
+        default_factory=lambda: {"github": 3.0, "slack": 2.5},
+        description="per channel: least time between progress-only updates of one object",
+    )
     horizon_s: float = Field(default=86_400.0, gt=0, description="give up on a notification after this")
     max_backoff_s: float = Field(default=300.0, gt=0)
     poll_s: float = Field(default=0.1, gt=0)

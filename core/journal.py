@@ -28,6 +28,10 @@ from core.states import TaskState, check_transition
 log = logging.getLogger(__name__)
 
 
+# Events that change what people should know now; other events' notifications may wait for pacing.
+URGENT_EVENTS = frozenset({EventType.status.value, EventType.question.value, EventType.result.value})
+
+
 class StaleState(InvalidTransition):
     """Another writer changed the task's state first."""
 
@@ -74,19 +78,27 @@ class Journal:
 
     async def notify(self, session: AsyncSession, task: Task, events: Sequence[RunEvent]) -> None:
         """Write the outbox rows the reporters derive from ``events``."""
-        messages: list[OutboxMessage] = []
+        messages: list[tuple[OutboxMessage, bool]] = []
         for event in events:
+            # A state change must reach people promptly; progress and logs may wait for pacing.
+            urgent = event.type in URGENT_EVENTS
             for reporter in self.reporters:
-                messages.extend(reporter.messages(task, event))
+                messages.extend((m, urgent) for m in reporter.messages(task, event))
         if not messages:
             return
-        # Upserts of one key within this batch coalesce right here: only the last one matters.
+        # Upserts of one key within this batch coalesce right here: only the last one matters
+        # (and it is urgent when any of the ones it replaces was).
         last_upsert: dict[tuple[str, str], int] = {}
-        for i, m in enumerate(messages):
+        urgent_keys: set[tuple[str, str]] = set()
+        for i, (m, urgent) in enumerate(messages):
             if m.kind == "upsert":
                 last_upsert[(m.channel, m.key)] = i
+                if urgent:
+                    urgent_keys.add((m.channel, m.key))
         keep = [
-            m for i, m in enumerate(messages) if m.kind != "upsert" or last_upsert[(m.channel, m.key)] == i
+            (m, urgent or (m.channel, m.key) in urgent_keys)
+            for i, (m, urgent) in enumerate(messages)
+            if m.kind != "upsert" or last_upsert[(m.channel, m.key)] == i
         ]
         now = utcnow()
         await session.execute(
@@ -98,13 +110,14 @@ class Journal:
                     "kind": m.kind,
                     "payload": m.payload,
                     "idempotency_key": m.idempotency_key,
+                    "urgent": urgent,
                     "state": "pending",
                     "attempts": 0,
                     "next_attempt_at": now,
                     "created_at": now,
                     "task_id": task.id,
                 }
-                for m in keep
+                for m, urgent in keep
             ],
         )
 

@@ -186,6 +186,8 @@ class Outbox(SQLModel, table=True):
     kind: str = Field(max_length=64)
     payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     idempotency_key: str | None = Field(default=None, max_length=255, unique=True)
+    # Written for a state change (queued, running, finished...): sent without cosmetic pacing.
+    urgent: bool = False
     state: str = Field(default=OutboxState.pending.value, max_length=16, index=True)
     attempts: int = 0
     next_attempt_at: datetime = _ts(index=True)

@@ -77,10 +77,15 @@ class DeliveryContext(Protocol):
 
 @dataclass(frozen=True)
 class RateRule:
-    """At most one write per ``interval_s`` for rows sharing ``bucket``."""
+    """At most one write per ``interval_s`` for rows sharing ``bucket``.
+
+    ``per_object`` marks the pacing of one remote object (a check run, a Slack message): an urgent
+    row (a state change) may skip it, never a rule that protects a whole installation or workspace.
+    """
 
     bucket: str
     interval_s: float
+    per_object: bool = False
 
 
 @dataclass

@@ -49,7 +49,7 @@ class GitHubNotifier:
         """Writes of one installation go ``write_interval_s`` apart; one object is edited at most every ``edit_interval_s``."""
         rules = [RateRule(f"github:installation:{row.payload.get('installation_id')}", self.write_interval_s)]
         if row.kind == "upsert":
-            rules.append(RateRule(f"github:object:{row.key}", self.edit_interval_s))
+            rules.append(RateRule(f"github:object:{row.key}", self.edit_interval_s, per_object=True))
         return rules
 
     async def deliver(self, row: Outbox, ctx: DeliveryContext) -> Delivered:

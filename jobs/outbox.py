@@ -35,7 +35,7 @@ from core.clock import utcnow
 from core.config import OutboxConfig
 from core.db import Sessions
 from core.models import ExternalRef, Lock, Outbox, OutboxState
-from core.outbox import GiveUp, Notifier, RetryLater
+from core.outbox import GiveUp, Notifier, RateRule, RetryLater
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +175,8 @@ class OutboxSender:
             if upserts:
                 *older, newest = upserts
                 superseded.extend(r.id for r in older if r.id is not None)
+                # A state change folded into a later progress update keeps its urgency.
+                newest.urgent = newest.urgent or any(r.urgent for r in older)
                 # Keep the group's order: appends before the newest upsert stay before it.
                 group = [r for r in group if r.kind != "upsert" or r is newest]
             work.append(group)
@@ -201,7 +203,7 @@ class OutboxSender:
             await self._finish(row, OutboxState.failed, error=f"no notifier for channel {row.channel!r}")
             return False
         loop = asyncio.get_running_loop()
-        rules = notifier.rate_rules(row)
+        rules = self._rules(notifier, row)
         if any(self._open_at.get(rule.bucket, 0.0) > loop.time() for rule in rules):
             return False  # paced: the row stays pending and is looked at again next pass
         for rule in rules:
@@ -222,6 +224,20 @@ class OutboxSender:
         self.delivered += 1
         await self._finish(row, OutboxState.sent)
         return True
+
+    def _rules(self, notifier: Notifier, row: Outbox) -> list[RateRule]:
+        """The notifier's rules (less per-object pacing for urgent rows), plus progress pacing.
+
+        An urgent row is not held back by progress pacing, but its write restarts that clock.
+        """
+        rules = [r for r in notifier.rate_rules(row) if not (row.urgent and r.per_object)]
+        progress = self.config.progress_interval_s.get(row.channel, 0.0)
+        if row.kind == "upsert" and progress > 0:
+            bucket = f"progress:{row.channel}:{row.key}"
+            if row.urgent:
+                self._open_at.pop(bucket, None)
+            rules.append(RateRule(bucket, progress))
+        return rules
 
     async def _retry_later(self, row: Outbox, exc: RetryLater, rules: Sequence[Any]) -> None:
         attempts = row.attempts + 1
