@@ -42,6 +42,8 @@ class Outcome:
     tokens_in: int = 0
     tokens_out: int = 0
     cost_usd: float = 0.0
+    steps: int = 0
+    model: str | None = None
     links: dict[str, Any] = field(default_factory=dict)
 
 
