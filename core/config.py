@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from core.errors import ConfigError, NotFound
+from core.redact import compile_patterns
 
 
 class Limits(BaseModel):
@@ -28,7 +29,13 @@ class Limits(BaseModel):
 
 
 class Profile(BaseModel):
-    """How to run one kind of agent: image, command, environment and limits."""
+    """How to run one kind of agent: image, command, environment and limits.
+
+    ``kind: command`` runs ``command`` in the sandbox and reads its stdout as events (``output``
+    says in which format: Handoff's own JSON lines, Claude Code's ``stream-json`` or Codex's
+    ``exec --json``). ``kind: builtin`` runs Handoff's own agent loop in the worker against
+    ``provider``/``model``, executing each tool call inside a long-lived sandbox container.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -40,6 +47,31 @@ class Profile(BaseModel):
     network: bool = False
     user: str = "1000:1000"
     limits: Limits = Field(default_factory=Limits)
+    # -- command profiles
+    output: Literal["events", "claude-code", "codex"] = Field(
+        default="events", description="format of the command's stdout"
+    )
+    # Only the model keys Handoff holds may be named: never a GitHub or Slack token, never an
+    # arbitrary variable of the host's environment.
+    api_key_env: Literal["ANTHROPIC_API_KEY", "OPENAI_API_KEY"] | None = Field(
+        default=None, description="the one model API key variable passed in (only with network: true)"
+    )
+    # -- the built-in agent (and the model a command profile's CLI is told to use)
+    provider: Literal["anthropic", "openai"] | None = None
+    model: str | None = None
+    models: list[str] | None = Field(default=None, description="models a task may pick (None: any)")
+    max_steps: int = Field(default=50, ge=1, description="model calls per run")
+    max_output_tokens: int = Field(default=8192, ge=1, description="per model call")
+    tool_timeout_s: float = Field(default=120.0, gt=0, description="per tool call")
+    setup_timeout_s: float = Field(default=600.0, gt=0, description="per setup command")
+    tool_output_chars: int = Field(default=30_000, ge=1000, description="tool output kept for the model")
+    stream: bool = Field(default=True, description="stream model responses")
+
+    @model_validator(mode="after")
+    def _builtin_needs_a_model(self) -> Profile:
+        if self.kind == "builtin" and (self.provider is None or not self.model):
+            raise ValueError("a builtin profile needs provider (anthropic or openai) and model")
+        return self
 
 
 class ConcurrencyLimits(BaseModel):
@@ -71,6 +103,9 @@ class Budget(BaseModel):
     wall_clock_s: float | None = Field(default=None, gt=0)
     max_tokens: int | None = Field(default=None, gt=0)
     max_cost_usd: float | None = Field(default=None, gt=0)
+    max_steps: int | None = Field(default=None, gt=0, description="model calls (built-in agent)")
+    max_input_tokens: int | None = Field(default=None, gt=0)
+    max_output_tokens: int | None = Field(default=None, gt=0)
 
     def tightened(self, task_budget: dict[str, Any]) -> Budget:
         """This budget narrowed by a task's own values (never widened)."""
@@ -100,6 +135,19 @@ class OutboxConfig(BaseModel):
     poll_s: float = Field(default=0.1, gt=0)
 
 
+class Price(BaseModel):
+    """What one model costs, in US dollars per million tokens."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input_per_mtok: float = Field(ge=0)
+    output_per_mtok: float = Field(ge=0)
+
+    def cost(self, tokens_in: int, tokens_out: int) -> float:
+        """The cost of ``tokens_in`` input and ``tokens_out`` output tokens."""
+        return (tokens_in * self.input_per_mtok + tokens_out * self.output_per_mtok) / 1_000_000
+
+
 class HandoffConfig(BaseModel):
     """The parsed ``handoff.yml``."""
 
@@ -115,6 +163,23 @@ class HandoffConfig(BaseModel):
     slack: dict[str, Any] = Field(default_factory=dict)
     webhooks: list[dict[str, Any]] = Field(default_factory=list)
     secret_patterns: list[str] = Field(default_factory=list)
+    # Model prices; a key matches a model exactly or as its longest prefix ("claude-sonnet-4").
+    prices: dict[str, Price] = Field(default_factory=dict)
+
+    @field_validator("secret_patterns")
+    @classmethod
+    def _valid_patterns(cls, value: list[str]) -> list[str]:
+        compile_patterns(value)  # raises ValueError naming the bad pattern
+        return value
+
+    def price(self, model: str | None) -> Price | None:
+        """The price of ``model``: an exact entry, else the longest key it starts with."""
+        if not model:
+            return None
+        if model in self.prices:
+            return self.prices[model]
+        matches = [key for key in self.prices if model.startswith(key)]
+        return self.prices[max(matches, key=len)] if matches else None
 
     @field_validator("profiles")
     @classmethod

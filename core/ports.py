@@ -63,8 +63,35 @@ class SandboxResult:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class SandboxHandle:
+    """A long-lived sandbox container started by :meth:`Sandbox.start`."""
+
+    container_id: str
+    run_id: str
+    user: str
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """How one command executed in a long-lived sandbox container ended.
+
+    ``exit_code`` is ``None`` when the command was killed at its timeout (``timed_out``) or the
+    exit code could not be read. Output beyond the sandbox's cap keeps its head and tail
+    (``truncated``).
+    """
+
+    exit_code: int | None
+    stdout: bytes = b""
+    stderr: bytes = b""
+    timed_out: bool = False
+    truncated: bool = False
+    duration_s: float = 0.0
+
+
 class Sandbox(Protocol):
-    """Runs agent containers."""
+    """Runs agent containers: to their end (:meth:`run`), or long-lived for a series of commands
+    (:meth:`start`, :meth:`exec`, :meth:`stop`) as the built-in agent's tools need."""
 
     async def run(
         self,
@@ -78,6 +105,35 @@ class Sandbox(Protocol):
         Ends early (``cancelled``) when ``cancel`` is set and at ``spec.limits.timeout_s``
         (``timed_out``), killing the container. ``on_start`` receives the container id.
         """
+        ...
+
+    async def start(self, spec: SandboxSpec) -> SandboxHandle:
+        """Start ``spec``'s container with the same hardening, idle until :meth:`stop`.
+
+        ``spec.command`` is ignored: the container idles (and ends itself at
+        ``spec.limits.timeout_s`` should the worker vanish without stopping it).
+        """
+        ...
+
+    async def exec(
+        self,
+        handle: SandboxHandle,
+        argv: list[str],
+        *,
+        timeout_s: float,
+        stdin: bytes | None = None,
+        workdir: str = "/workspace",
+        env: Mapping[str, str] | None = None,
+    ) -> ExecResult:
+        """Run ``argv`` inside the container as the sandbox user and wait for it.
+
+        At ``timeout_s`` the command and every process it started are killed (``timed_out``).
+        Raises :class:`core.errors.SandboxError` when the container is gone or not running.
+        """
+        ...
+
+    async def stop(self, handle: SandboxHandle) -> SandboxResult:
+        """Kill and remove the container; report whether it had been killed for memory."""
         ...
 
     async def remove_orphans(self, live_run_ids: set[str]) -> list[str]:

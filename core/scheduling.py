@@ -29,6 +29,17 @@ WAIT_LIMIT = "concurrency limit"
 WAIT_REPO = "repository limit"
 WAIT_TARGET = "another task is running on"
 WAIT_APPROVAL = "awaiting approval by a maintainer"
+# The agent asked a question: only the answer (a follow-up) requeues the task, never a free slot.
+WAIT_QUESTION = "question:"
+
+
+def _waiting_for_a_slot() -> ColumnElement[bool]:
+    """Waiting tasks that a free slot may promote (not held for approval or an answer)."""
+    return (
+        (col(Task.state) == TaskState.waiting.value)
+        & col(Task.needs_approval).is_(False)
+        & ~func.coalesce(col(Task.state_reason), "").like(f"{WAIT_QUESTION}%")
+    )
 
 
 async def admission_lock(session: AsyncSession, holder: str) -> None:
@@ -110,12 +121,7 @@ async def queue_position(session: AsyncSession, task: Task) -> int:
     query = (
         select(func.count())
         .select_from(Task)
-        .where(
-            col(Task.state) == TaskState.waiting.value,
-            col(Task.needs_approval).is_(False),
-            col(Task.created_at) < task.created_at,
-            col(Task.id) != task.id,
-        )
+        .where(_waiting_for_a_slot(), col(Task.created_at) < task.created_at, col(Task.id) != task.id)
     )
     return int((await session.execute(query)).scalar_one()) + 1
 
@@ -132,10 +138,7 @@ async def promote_waiting(
     if free <= 0:
         return []
     rows = await session.execute(
-        select(Task)
-        .where(col(Task.state) == TaskState.waiting.value, col(Task.needs_approval).is_(False))
-        .order_by(col(Task.created_at), col(Task.id))
-        .limit(batch)
+        select(Task).where(_waiting_for_a_slot()).order_by(col(Task.created_at), col(Task.id)).limit(batch)
     )
     promoted: list[str] = []
     repo_taken: dict[str, int] = {}
@@ -173,10 +176,7 @@ async def promote_waiting(
 async def _report_positions(session: AsyncSession, journal: Journal, limit: int) -> None:
     """Tell the tasks still waiting for a slot where they now stand (the queue moved)."""
     rows = await session.execute(
-        select(Task)
-        .where(col(Task.state) == TaskState.waiting.value, col(Task.needs_approval).is_(False))
-        .order_by(col(Task.created_at), col(Task.id))
-        .limit(limit)
+        select(Task).where(_waiting_for_a_slot()).order_by(col(Task.created_at), col(Task.id)).limit(limit)
     )
     for position, task in enumerate(rows.scalars(), start=1):
         await journal.append_event(

@@ -23,7 +23,7 @@ from core.errors import InvalidTransition, NotFound
 from core.journal import Journal
 from core.models import AuditEntry, EventType, Run, Task, TaskSource
 from core.ports import Queue
-from core.scheduling import WAIT_APPROVAL, enqueue
+from core.scheduling import WAIT_APPROVAL, WAIT_QUESTION, enqueue
 from core.states import TERMINAL, TaskState
 
 
@@ -240,19 +240,26 @@ class TaskService:
     async def follow_up(
         self, task_id: str, text: str, actor: str, context: dict[str, Any] | None = None
     ) -> Task:
-        """Add instructions to a task: run them after the current run, or now on the same branch."""
+        """Add instructions to a task: run them after the current run, or now on the same branch.
+
+        A task waiting for the answer to its agent's question is queued at once: the follow-up is
+        the answer, and the next run resumes the agent's conversation with it.
+        """
         async with self.sessions.begin() as session:
             task = await self._locked(session, task_id)
             entry = {"text": text, "author": actor, "context": context or {}}
             task.followups = [*task.followups, entry]
             await session.flush()
             session.add(AuditEntry(actor=actor, action="follow_up", decision="allowed", task_id=task_id))
-            if TaskState(task.state).terminal:
+            answered = task.state == TaskState.waiting.value and (task.state_reason or "").startswith(
+                WAIT_QUESTION
+            )
+            if TaskState(task.state).terminal or answered:
                 await self.journal.transition(
                     session,
                     task,
                     TaskState.queued,
-                    reason=f"follow-up from {actor}",
+                    reason=f"answer from {actor}" if answered else f"follow-up from {actor}",
                     values={"tries": 0, "cancel_requested": False},
                 )
                 await enqueue(session, self.queue, task)

@@ -1,5 +1,11 @@
 """The body of one run: check out, run the agent in the sandbox, enforce budgets, push.
 
+A command profile runs to its end in the sandbox, its stdout read as events (Handoff's JSON lines,
+or Claude Code's / Codex's output through a translator). A builtin profile runs Handoff's own agent
+loop here, in the worker, with every tool executed in a long-lived sandbox container
+(:mod:`jobs.agent.builtin`). Both end in the same outcomes, budgets and publishing; every event is
+redacted before it is stored.
+
 Returns an :class:`Outcome`; recording it (and retries, follow-ups, promotion) is the runner's job.
 """
 
@@ -15,11 +21,13 @@ from typing import Any
 from sqlalchemy import update
 from sqlmodel import col
 
-from core.config import Budget
+from core.config import Budget, Limits, Profile
 from core.errors import SandboxError, SandboxUnavailable, WorkspaceError
 from core.models import EventType, Run, Task
 from core.ports import SandboxSpec
+from core.redact import Redactor
 from core.states import TaskState
+from jobs.agent.translate import translator_for
 from jobs.context import WorkerContext
 from jobs.pump import EventPump
 from jobs.workspace import GitWorkspace
@@ -57,6 +65,10 @@ class Execution:
         self.cancel = cancel
         self.budget: Budget = wc.config.budget.tightened(task.budget)
         self.budget_hit: str | None = None
+        # Reported by the built-in agent or a CLI translator; recorded on the run.
+        self.steps = 0
+        self.model: str | None = None
+        self.links: dict[str, Any] = {}
         self._background: set[asyncio.Task[None]] = set()
 
     async def execute(self) -> Outcome:
@@ -74,7 +86,14 @@ class Execution:
             sandbox_gid=_gid(profile.user),
             auth_header=auth,
         )
-        pump = EventPump(self.wc.sessions, self.wc.journal, task, run.id, on_usage=self._check_usage)
+        pump = EventPump(
+            self.wc.sessions,
+            self.wc.journal,
+            task,
+            run.id,
+            on_usage=self._check_usage,
+            redactor=self._redactor(auth),
+        )
         pump.start()
         outcome = Outcome(TaskState.failed, reason="run did not finish")
         try:
@@ -86,6 +105,8 @@ class Execution:
                 pump.tokens_out,
                 pump.cost_usd,
             )
+            outcome.steps, outcome.model = self.steps, self.model
+            outcome.links.update(self.links)
             with contextlib.suppress(Exception):
                 await pump.close()
             for t in list(self._background):
@@ -104,8 +125,6 @@ class Execution:
         spec_file = workspace.spec_dir / "task.json"
         spec_file.write_text(json.dumps(task_spec(task, run)), encoding="utf-8")
         spec_file.chmod(0o444)
-        env = dict(profile.env)
-        env["HANDOFF_INSTRUCTIONS"] = run.instructions or task.instructions
         limits = profile.limits
         budget_deadline = False
         if self.budget.wall_clock_s is not None and self.budget.wall_clock_s < limits.timeout_s:
@@ -118,14 +137,30 @@ class Execution:
             command=list(profile.command),
             workspace=workspace.path,
             spec_file=spec_file,
-            env=env,
+            env=self._command_env(profile) if profile.kind == "command" else _base_env(profile),
             network=profile.network,
             user=profile.user,
             limits=limits,
         )
+        if profile.kind == "builtin":
+            from jobs.agent.builtin import run_builtin  # the model SDKs load only when used
+
+            return await run_builtin(self, workspace, pump, profile, spec, budget_deadline)
         pump.add(EventType.progress.value, {"step": "agent", "image": profile.image})
+        translator = translator_for(profile.output, self.wc.config.price(self._model(profile)))
+
+        def translated(line: str) -> None:
+            assert translator is not None
+            for type_, data in translator.feed(line):
+                pump.add(type_, data)
+
+        on_line = pump.push if translator is None else translated
         try:
-            result = await self.wc.sandbox.run(spec, pump.push, self.cancel, on_start=self._container_started)
+            result = await self.wc.sandbox.run(spec, on_line, self.cancel, on_start=self._container_started)
+            if translator is not None:
+                for type_, data in translator.finish():
+                    pump.add(type_, data)
+                self.steps, self.model = translator.steps, translator.model or self._model(profile)
         except SandboxUnavailable as exc:
             pump.add(EventType.error.value, {"message": str(exc)})
             return Outcome(TaskState.failed, reason=str(exc), retryable=True)
@@ -135,16 +170,11 @@ class Execution:
         if result.timed_out and budget_deadline:
             self.budget_hit = f"wall-clock budget of {limits.timeout_s:g} s used"
         if self.budget_hit is not None:
-            # Keep what was done so far on the branch.
-            return await self._publish(
-                workspace,
-                pump,
-                Outcome(TaskState.budget_exceeded, reason=f"budget exceeded: {self.budget_hit}"),
-            )
+            return await self.budget_exceeded(workspace, pump)
         if result.cancelled:
             return Outcome(TaskState.cancelled, reason="cancelled", exit_code=result.exit_code)
         if result.timed_out:
-            return Outcome(TaskState.timed_out, reason=f"deadline of {limits.timeout_s:g} s reached")
+            return timed_out(limits)
         if result.oom:
             return Outcome(
                 TaskState.failed, reason=f"out of memory (limit {limits.memory})", exit_code=result.exit_code
@@ -156,6 +186,63 @@ class Execution:
                 exit_code=result.exit_code,
             )
         return await self._publish(workspace, pump, Outcome(TaskState.succeeded, exit_code=0))
+
+    async def budget_exceeded(self, workspace: GitWorkspace, pump: EventPump) -> Outcome:
+        """End the run ``budget_exceeded``, keeping what was done so far on the branch."""
+        return await self.publish(
+            workspace, pump, Outcome(TaskState.budget_exceeded, reason=f"budget exceeded: {self.budget_hit}")
+        )
+
+    def _model(self, profile: Profile) -> str | None:
+        options = self.task.links.get("options")
+        asked = options.get("model") if isinstance(options, dict) else None
+        return asked if isinstance(asked, str) and asked else profile.model
+
+    def _command_env(self, profile: Profile) -> dict[str, str]:
+        """A command profile's environment: its fixed values, the instructions, the model, and —
+        only with network on — the one model API key (and base URL) the profile names."""
+        env = _base_env(profile)
+        env["HANDOFF_INSTRUCTIONS"] = self.run.instructions or self.task.instructions
+        model = self._model(profile)
+        if model:
+            env["HANDOFF_MODEL"] = model
+        if profile.network and profile.api_key_env:
+            value, base_url = self._model_key(profile.api_key_env)
+            if value:
+                env[profile.api_key_env] = value
+            if base_url:
+                env[profile.api_key_env.replace("_API_KEY", "_BASE_URL")] = base_url
+        return env
+
+    def _model_key(self, name: str) -> tuple[str | None, str | None]:
+        """The key (and base URL) from the settings; the host's environment is never read."""
+        settings = self.wc.settings
+        if name == "ANTHROPIC_API_KEY":
+            key = settings.anthropic_api_key
+            return (key.get_secret_value() if key else None), settings.anthropic_base_url
+        if name == "OPENAI_API_KEY":
+            key = settings.openai_api_key
+            return (key.get_secret_value() if key else None), settings.openai_base_url
+        return None, None
+
+    def _redactor(self, auth_header: str | None) -> Redactor:
+        """Redaction of every stored event: the configured patterns and the secrets we hold."""
+        settings = self.wc.settings
+        held = [settings.anthropic_api_key, settings.openai_api_key, settings.slack_bot_token]
+        held += [settings.slack_app_token, settings.slack_signing_secret, settings.github_client_secret]
+        literals = [s.get_secret_value() for s in held if s is not None]
+        literals += settings.github_webhook_secrets
+        if auth_header:
+            literals.append(auth_header.split()[-1])
+        return Redactor(self.wc.config.secret_patterns, literals)
+
+    async def publish(self, workspace: GitWorkspace, pump: EventPump, outcome: Outcome) -> Outcome:
+        """Commit and push the agent's work; run the post-push hooks."""
+        return await self._publish(workspace, pump, outcome)
+
+    def container_started(self, container_id: str) -> None:
+        """Record the run's container (for the dashboard and the reaper)."""
+        self._container_started(container_id)
 
     async def _publish(self, workspace: GitWorkspace, pump: EventPump, outcome: Outcome) -> Outcome:
         pump.add(EventType.progress.value, {"step": "push", "branch": workspace.branch})
@@ -223,6 +310,17 @@ def task_spec(task: Task, run: Run) -> dict[str, Any]:
         "links": task.links,
         "budget": task.budget,
     }
+
+
+def _base_env(profile: Profile) -> dict[str, str]:
+    # Bytecode caches in the checkout would be committed with the agent's work, and a cache
+    # written in the same second as an equal-size edit hides the edit from the next test run.
+    return {"PYTHONDONTWRITEBYTECODE": "1", **profile.env}
+
+
+def timed_out(limits: Limits) -> Outcome:
+    """The outcome of a run stopped at the profile's deadline."""
+    return Outcome(TaskState.timed_out, reason=f"deadline of {limits.timeout_s:g} s reached")
 
 
 def _commit_message(task: Task, run: Run, summary: str | None) -> str:

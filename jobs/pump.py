@@ -4,6 +4,10 @@ Lines arrive one by one on the event loop; writing each in its own transaction w
 agent cost one commit per line. The pump collects them and writes a batch every ``interval`` seconds
 (or sooner when ``max_batch`` lines are waiting), keeping the order. It also adds up the token and
 cost usage that agents report in their events (``data.usage``) so budgets can be enforced live.
+
+Every event is redacted (:class:`core.redact.Redactor`) before it is stored: whatever an agent
+printed — a token from an environment dump, a key in a file it read — never reaches the database,
+and so never the dashboard, a GitHub comment or a Slack message built from events.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from core.db import Sessions
 from core.events import ParsedEvent, parse_line
 from core.journal import Journal
 from core.models import EventType, Task
+from core.redact import Redactor
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +41,14 @@ class EventPump:
         on_usage: Callable[[int, float], None] | None = None,
         interval: float = 0.05,
         max_batch: int = 500,
+        redactor: Redactor | None = None,
     ) -> None:
         self.sessions = sessions
         self.journal = journal
         self.task = task
         self.run_id = run_id
         self.on_usage = on_usage
+        self.redactor = redactor or Redactor()
         self.interval = interval
         self.max_batch = max_batch
         self._pending: list[ParsedEvent] = []
@@ -67,6 +74,7 @@ class EventPump:
         self._accept(ParsedEvent(type_, utcnow(), data))
 
     def _accept(self, event: ParsedEvent) -> None:
+        event = ParsedEvent(event.type, event.ts, self.redactor.data(event.data))
         if event.type == EventType.result.value:
             summary = event.data.get("summary")
             if isinstance(summary, str):

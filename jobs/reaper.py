@@ -75,7 +75,9 @@ class Reaper:
         removed = 0
         async with self.wc.sessions.begin() as session:
             old = select(col(Delivery.id)).where(col(Delivery.received_at) < cutoff).limit(batch)
-            result = await session.execute(delete(Delivery).where(col(Delivery.id).in_(old.scalar_subquery())))
+            result = await session.execute(
+                delete(Delivery).where(col(Delivery.id).in_(old.scalar_subquery()))
+            )
             removed += int(result.rowcount or 0)  # type: ignore[attr-defined]
             done = (
                 select(col(Outbox.id))

@@ -3,7 +3,13 @@
 The docker SDK is blocking, so every short call runs in a thread (``asyncio.to_thread``) and the two
 log streams run in dedicated daemon threads: a ``logs(follow=True)`` read can block for the whole
 run, and parking it in the loop's small default executor would starve the ``kill`` that enforces
-the deadline and cancellation.
+the deadline and cancellation (see :mod:`jobs.sandbox_logs`).
+
+Two ways to use a container: :meth:`DockerSandbox.run` runs a command profile to its end;
+:meth:`~DockerSandbox.start`, :meth:`~DockerSandbox.exec` and :meth:`~DockerSandbox.stop` keep an
+idle container with the same hardening for the built-in agent, whose every tool call is one
+``docker exec`` (see :mod:`jobs.sandbox_exec`), run in the sandbox's own thread pool for the same
+reason as the log streams.
 
 Output: stdout and stderr are followed as two separate streams, each with its own line buffer, so a
 JSON event written to stdout is never spliced with stderr bytes that arrive mid-line. Both reach
@@ -15,10 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import math
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import docker
@@ -26,16 +35,16 @@ import docker.errors
 import requests
 
 from core.errors import SandboxError, SandboxUnavailable
-from core.ports import SandboxResult, SandboxSpec
+from core.ports import ExecResult, SandboxHandle, SandboxResult, SandboxSpec
+from jobs.sandbox_exec import run_exec
+from jobs.sandbox_logs import MAX_LINE, LineSplitter, LogReader
+
+__all__ = ["MAX_LINE", "DockerSandbox", "LineSplitter", "container_name", "create_kwargs", "hardening_kwargs"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: A longer line is cut to this many bytes so a runaway writer cannot exhaust the worker's memory.
-MAX_LINE = 1 << 20
-#: Line batches handed to the loop but not yet delivered; a reader blocks past this (backpressure).
-_MAX_PENDING_BATCHES = 256
 #: How long to wait for the log streams to end after a kill before closing them by force.
 _DRAIN_AFTER_KILL_S = 10.0
 _LABEL_MANAGED = "handoff.managed"
@@ -43,53 +52,6 @@ _LABEL_TASK = "handoff.task"
 _LABEL_RUN = "handoff.run"
 _LABEL_INSTANCE = "handoff.instance"
 _OOM_EXIT = 137  # 128 + SIGKILL: what a kernel OOM kill looks like through docker-init
-
-
-class LineSplitter:
-    """Split a byte stream into text lines, across chunk boundaries, cutting overlong lines."""
-
-    def __init__(self, max_line: int = MAX_LINE) -> None:
-        self._buf = bytearray()
-        self._max = max_line
-        self._skipping = False  # inside an overlong line whose head was already emitted
-
-    def feed(self, chunk: bytes) -> list[str]:
-        """Add ``chunk`` and return the lines it completes (without their newline)."""
-        out: list[str] = []
-        start = 0
-        while (nl := chunk.find(b"\n", start)) >= 0:
-            if self._skipping:
-                self._skipping = False  # the tail of a cut line: drop it
-            else:
-                self._buf += chunk[start:nl]
-                out.append(_decode(self._buf[: self._max]))
-                self._buf.clear()
-            start = nl + 1
-        if start < len(chunk) and not self._skipping:
-            self._buf += chunk[start:]
-            if len(self._buf) > self._max:
-                # Emit the head now instead of buffering until a newline that may never come.
-                out.append(_decode(self._buf[: self._max]))
-                self._buf.clear()
-                self._skipping = True
-        return out
-
-    @property
-    def pending(self) -> bytes | None:
-        """The unterminated bytes held so far; None inside an overlong line (already emitted)."""
-        return None if self._skipping else bytes(self._buf)
-
-    def flush(self) -> list[str]:
-        """Return the last, unterminated line, if any."""
-        rest = [] if self._skipping or not self._buf else [_decode(self._buf)]
-        self._buf.clear()
-        self._skipping = False
-        return rest
-
-
-def _decode(raw: bytes | bytearray) -> str:
-    text = raw.decode("utf-8", "replace")
-    return text[:-1] if text.endswith("\r") else text
 
 
 def _parse_user(user: str) -> tuple[int, int]:
@@ -157,103 +119,16 @@ def create_kwargs(spec: SandboxSpec, instance: str | None = None) -> dict[str, A
     }
 
 
-class _Reader:
-    """Follows one output stream of a container in a daemon thread and feeds lines to the loop."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, container: Any, stderr: bool, on_line: Callable[[str], None]):
-        self._loop = loop
-        self._container = container
-        self._stderr = stderr
-        self._on_line = on_line
-        self._pending = threading.BoundedSemaphore(_MAX_PENDING_BATCHES)
-        self._stop = threading.Event()
-        self._stream: Any = None
-        self.done: asyncio.Future[None] = loop.create_future()
-        name = f"handoff-logs-{container.short_id}-{'err' if stderr else 'out'}"
-        threading.Thread(target=self._run, name=name, daemon=True).start()
-
-    def close(self) -> None:
-        """Stop reading now (closes the HTTP stream, which unblocks the thread)."""
-        self._stop.set()
-        if self._stream is not None:
-            with contextlib.suppress(Exception):
-                self._stream.close()
-
-    def _run(self) -> None:
-        error: BaseException | None = None
-        try:
-            self._stream = self._container.logs(
-                stdout=not self._stderr, stderr=self._stderr, stream=True, follow=True
-            )
-            splitter = LineSplitter()
-            for chunk in self._stream:
-                if self._stop.is_set() or not self._emit(splitter.feed(chunk)):
-                    return
-            self._recover_last_fragment(splitter)
-            self._emit(splitter.flush())
-        except Exception as exc:  # reported to the awaiting coroutine, not lost in a thread
-            error = exc if not self._stop.is_set() else None
-        finally:
-            if self._stream is not None:
-                with contextlib.suppress(Exception):
-                    self._stream.close()
-            self._finish(error)
-
-    def _recover_last_fragment(self, splitter: LineSplitter) -> None:
-        # dockerd 20.10's json-file follower drops a final line without a newline when the
-        # container stops while followed; the non-follow tail still has it. Complete lines are
-        # never lost, so only bytes after the tail's last newline can be missing.
-        held = splitter.pending
-        if held is None or self._stop.is_set():
-            return
-        try:
-            tail: bytes = self._container.logs(stdout=not self._stderr, stderr=self._stderr, tail=64)
-        except docker.errors.APIError:  # best effort: the container may be gone already
-            return
-        fragment = tail[tail.rfind(b"\n") + 1 :]
-        if fragment.startswith(held):
-            splitter.feed(fragment[len(held) :])
-
-    def _emit(self, lines: list[str]) -> bool:
-        if not lines:
-            return True
-        while not self._pending.acquire(timeout=0.5):
-            if self._stop.is_set():
-                return False
-        try:
-            self._loop.call_soon_threadsafe(self._deliver, lines)
-        except RuntimeError:  # the loop is closed: nobody listens any more
-            return False
-        return True
-
-    def _deliver(self, lines: list[str]) -> None:
-        try:
-            for line in lines:
-                try:
-                    self._on_line(line)
-                except Exception:  # a consumer bug must not stop the stream or leak the semaphore
-                    log.exception("on_line callback failed")
-        finally:
-            self._pending.release()
-
-    def _finish(self, error: BaseException | None) -> None:
-        def settle() -> None:
-            if self.done.done():
-                return
-            if error is None:
-                self.done.set_result(None)
-            else:
-                self.done.set_exception(error)
-
-        with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(settle)
-
-
 class DockerSandbox:
     """:class:`core.ports.Sandbox` on a Docker engine (docker SDK, API 1.41 by default)."""
 
     def __init__(
-        self, base_url: str | None = None, *, version: str = "1.41", timeout: int = 60, instance: str | None = None
+        self,
+        base_url: str | None = None,
+        *,
+        version: str = "1.41",
+        timeout: int = 60,
+        instance: str | None = None,
     ) -> None:
         """Remember where the engine is; the client is built on first use (no I/O here).
 
@@ -266,12 +141,18 @@ class DockerSandbox:
         self._timeout = timeout
         self._client: docker.DockerClient | None = None
         self._lock = threading.Lock()
+        # Tool calls block for up to their timeout: never in the loop's default executor.
+        self._exec_pool: ThreadPoolExecutor | None = None
 
     def _docker(self) -> docker.DockerClient:
         with self._lock:
             if self._client is None:
                 # Two long-lived log streams per run plus short calls: more than the default pool of 10.
-                kwargs: dict[str, Any] = {"version": self._version, "timeout": self._timeout, "max_pool_size": 32}
+                kwargs: dict[str, Any] = {
+                    "version": self._version,
+                    "timeout": self._timeout,
+                    "max_pool_size": 32,
+                }
                 if self._base_url is None:
                     self._client = docker.DockerClient.from_env(**kwargs)
                 else:
@@ -286,20 +167,33 @@ class DockerSandbox:
             raise SandboxUnavailable(f"sandbox unavailable: {exc}") from exc
 
     def close(self) -> None:
-        """Close the client's connections."""
+        """Close the client's connections and let the exec threads go."""
         with self._lock:
             if self._client is not None:
                 self._client.close()
                 self._client = None
+            if self._exec_pool is not None:
+                self._exec_pool.shutdown(wait=False, cancel_futures=True)
+                self._exec_pool = None
 
-    async def _call(self, what: str, fn: Callable[[docker.DockerClient], T]) -> T:
+    def _execs(self) -> Executor:
+        with self._lock:
+            if self._exec_pool is None:
+                self._exec_pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="handoff-exec")
+            return self._exec_pool
+
+    async def _call(
+        self, what: str, fn: Callable[[docker.DockerClient], T], executor: Executor | None = None
+    ) -> T:
         """Run ``fn(client)`` in a thread, translating SDK failures into Handoff errors."""
 
         def call() -> T:
             return fn(self._docker())
 
         try:
-            return await asyncio.to_thread(call)
+            if executor is None:
+                return await asyncio.to_thread(call)
+            return await asyncio.get_running_loop().run_in_executor(executor, call)
         except docker.errors.ImageNotFound as exc:
             raise SandboxError(f"sandbox image not found: {exc.explanation or exc}") from exc
         except docker.errors.APIError as exc:
@@ -328,12 +222,7 @@ class DockerSandbox:
 
         ``on_stderr`` (optional) receives stderr lines; without it they go to ``on_line`` too.
         """
-        kwargs = create_kwargs(spec, self._instance)
-        if not spec.workspace.is_dir():
-            raise SandboxError(f"sandbox workspace {spec.workspace} is not a directory")
-        if not spec.spec_file.is_file():
-            # Docker would silently create a directory in place of a missing bind source.
-            raise SandboxError(f"sandbox spec file {spec.spec_file} does not exist")
+        kwargs = self._checked_kwargs(spec)
         container = await self._call("create container", lambda c: self._create(c, kwargs))
         try:
             await self._call("start container", lambda c: container.start())
@@ -343,6 +232,74 @@ class DockerSandbox:
         finally:
             # Shielded so that a cancelled run (worker shutdown) still kills and removes its container.
             await asyncio.shield(self._remove_quietly(container))
+
+    def _checked_kwargs(self, spec: SandboxSpec) -> dict[str, Any]:
+        kwargs = create_kwargs(spec, self._instance)
+        if not spec.workspace.is_dir():
+            raise SandboxError(f"sandbox workspace {spec.workspace} is not a directory")
+        if not spec.spec_file.is_file():
+            # Docker would silently create a directory in place of a missing bind source.
+            raise SandboxError(f"sandbox spec file {spec.spec_file} does not exist")
+        return kwargs
+
+    # -- long-lived containers (the built-in agent) -------------------------------------------
+
+    async def start(self, spec: SandboxSpec) -> SandboxHandle:
+        """Start an idle, hardened container for ``spec``; see :class:`core.ports.Sandbox`."""
+        # The idle command ends the container by itself shortly after the deadline, so a worker
+        # that dies without stopping it leaves nothing running for long (the reaper removes it).
+        idle = ["sleep", str(math.ceil(spec.limits.timeout_s) + 60)]
+        kwargs = self._checked_kwargs(dataclasses.replace(spec, command=idle))
+        container = await self._call("create container", lambda c: self._create(c, kwargs))
+        try:
+            await self._call("start container", lambda c: container.start())
+        except BaseException:
+            await asyncio.shield(self._remove_quietly(container))
+            raise
+        return SandboxHandle(container_id=str(container.id), run_id=spec.run_id, user=kwargs["user"])
+
+    async def exec(
+        self,
+        handle: SandboxHandle,
+        argv: list[str],
+        *,
+        timeout_s: float,
+        stdin: bytes | None = None,
+        workdir: str = "/workspace",
+        env: Mapping[str, str] | None = None,
+    ) -> ExecResult:
+        """Run ``argv`` in ``handle``'s container; see :func:`jobs.sandbox_exec.run_exec`."""
+        if not argv:
+            raise SandboxError("exec needs a command")
+        return await self._call(
+            "exec in container",
+            lambda c: run_exec(
+                c.api,
+                handle.container_id,
+                argv,
+                user=handle.user,
+                timeout_s=timeout_s,
+                stdin=stdin,
+                workdir=workdir,
+                env=env,
+            ),
+            self._execs(),
+        )
+
+    async def stop(self, handle: SandboxHandle) -> SandboxResult:
+        """Kill and remove ``handle``'s container, reporting an out-of-memory kill."""
+
+        def stop(client: docker.DockerClient) -> SandboxResult:
+            try:
+                container = client.containers.get(handle.container_id)
+            except docker.errors.NotFound:
+                return SandboxResult(None, container_id=handle.container_id, error="container was gone")
+            state = container.attrs.get("State", {})
+            code = state.get("ExitCode") if not state.get("Running") else None
+            _force_remove(container)
+            return SandboxResult(code, oom=bool(state.get("OOMKilled")), container_id=handle.container_id)
+
+        return await asyncio.shield(self._call("stop container", stop))
 
     @staticmethod
     def _create(client: docker.DockerClient, kwargs: dict[str, Any]) -> Any:
@@ -364,7 +321,7 @@ class DockerSandbox:
         cancel: asyncio.Event,
     ) -> SandboxResult:
         loop = asyncio.get_running_loop()
-        readers = [_Reader(loop, container, False, on_out), _Reader(loop, container, True, on_err)]
+        readers = [LogReader(loop, container, False, on_out), LogReader(loop, container, True, on_err)]
         streams = asyncio.gather(*(r.done for r in readers))
         cancelled = asyncio.ensure_future(cancel.wait())
         timed_out = was_cancelled = killed = False

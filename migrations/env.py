@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import create_engine, pool
+from sqlmodel import SQLModel
 
 import core.models  # noqa: F401  (registers the tables on SQLModel.metadata)
 from core.db import sync_url
-from sqlmodel import SQLModel
 
 config = context.config
 target_metadata = SQLModel.metadata

@@ -1,0 +1,429 @@
+"""A scripted LLM on loopback speaking the Anthropic Messages and OpenAI Chat Completions formats.
+
+:class:`FakeLLM` is a real HTTP server (serve ``fake.app`` with ``tests.conftest.LiveServer``):
+``POST /v1/messages`` answers as the Anthropic API, ``POST /v1/chat/completions`` as OpenAI's,
+each streamed (server-sent events, with the event order and shapes of the real APIs: Anthropic's
+``message_start`` … ``content_block_delta`` (``text_delta``, ``input_json_delta`` in pieces) …
+``message_stop``; OpenAI's ``chat.completion.chunk`` deltas, a final usage chunk and ``[DONE]``)
+or as one JSON body, as the request asks.
+
+It plays a script: each request takes the next :class:`Reply` (text, tool calls, usage) or
+:class:`Fault` (an HTTP error with the real error body and headers: 429 with ``retry-after``,
+529 overloaded, 5xx). It is strict like the real APIs: a wrong key gets 401, an unknown model 404,
+and a request whose tool results do not answer the previous turn's tool calls gets 400. Every
+request is recorded (:attr:`FakeLLM.requests`) so a test can assert what the agent sent: the tools
+offered, the context, the tool results. The helpers read both formats the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+API_KEY = "sk-ant-test-0123456789abcdefghij"
+OPENAI_KEY = "sk-test-0123456789abcdefghijklmn"
+
+
+@dataclass(frozen=True)
+class Call:
+    """A tool call in a scripted reply; ``raw`` overrides the JSON (to send malformed arguments)."""
+
+    name: str
+    args: dict[str, Any] = field(default_factory=dict)
+    raw: str | None = None
+
+    @property
+    def arguments(self) -> str:
+        return self.raw if self.raw is not None else json.dumps(self.args)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One scripted model response."""
+
+    text: str = ""
+    calls: tuple[Call, ...] = ()
+    usage: tuple[int, int] = (1000, 100)
+    delay_s: float = 0.0
+    sticky: bool = False  # answer every later request with this reply too
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One scripted HTTP failure."""
+
+    status: int
+    kind: str = ""
+    message: str = "scripted failure"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Recorded:
+    """A request the fake received."""
+
+    api: str  # "anthropic" | "openai"
+    body: dict[str, Any]
+    headers: dict[str, str]
+    at: float
+
+    @property
+    def stream(self) -> bool:
+        return bool(self.body.get("stream"))
+
+    def tool_names(self) -> list[str]:
+        """The names of the tools offered."""
+        tools = self.body.get("tools") or []
+        if self.api == "anthropic":
+            return [t["name"] for t in tools]
+        return [t["function"]["name"] for t in tools]
+
+    def system(self) -> str:
+        if self.api == "anthropic":
+            system = self.body.get("system")
+            return system if isinstance(system, str) else json.dumps(system)
+        return "\n".join(m["content"] for m in self.body["messages"] if m["role"] == "system")
+
+    def user_text(self) -> str:
+        """Every user text in the conversation (not tool results), joined."""
+        parts: list[str] = []
+        for m in self.body["messages"]:
+            if m["role"] != "user":
+                continue
+            content = m["content"]
+            if isinstance(content, str):
+                parts.append(content)
+            else:
+                parts += [b["text"] for b in content if b.get("type") == "text"]
+        return "\n".join(parts)
+
+    def tool_results(self) -> list[dict[str, Any]]:
+        """Tool results sent back in this request, oldest first: ``{id, content, is_error}``."""
+        out: list[dict[str, Any]] = []
+        for m in self.body["messages"]:
+            if self.api == "anthropic" and m["role"] == "user" and isinstance(m["content"], list):
+                for b in m["content"]:
+                    if b.get("type") == "tool_result":
+                        content = b.get("content")
+                        if isinstance(content, list):
+                            content = "".join(c.get("text", "") for c in content)
+                        out.append(
+                            {"id": b["tool_use_id"], "content": content, "is_error": b.get("is_error")}
+                        )
+            elif self.api == "openai" and m["role"] == "tool":
+                content = m["content"]
+                out.append(
+                    {"id": m["tool_call_id"], "content": content, "is_error": content.startswith("ERROR:")}
+                )
+        return out
+
+    def last_results(self) -> list[dict[str, Any]]:
+        """The tool results answering the previous assistant turn."""
+        ids = _last_call_ids(self)
+        return [r for r in self.tool_results() if r["id"] in ids]
+
+
+def _last_call_ids(req: Recorded) -> set[str]:
+    for m in reversed(req.body["messages"]):
+        if m["role"] != "assistant":
+            continue
+        if req.api == "anthropic":
+            return {b["id"] for b in m["content"] if isinstance(b, dict) and b.get("type") == "tool_use"}
+        return {c["id"] for c in m.get("tool_calls") or []}
+    return set()
+
+
+class FakeLLM:
+    """The scripted model server; see the module docstring."""
+
+    def __init__(self, script: list[Reply | Fault] | None = None, models: tuple[str, ...] = ()) -> None:
+        self.script: list[Reply | Fault] = list(script or [])
+        self.models = set(models) or {"claude-test", "gpt-test"}
+        self.requests: list[Recorded] = []
+        self.problems: list[str] = []  # protocol violations seen (a test should assert it is empty)
+        self._ids = itertools.count(1)
+        self._sticky: Reply | None = None
+        self.app = FastAPI()
+        self.app.post("/v1/messages")(self._anthropic)
+        self.app.post("/v1/chat/completions")(self._openai)
+
+    def add(self, *steps: Reply | Fault) -> None:
+        """Append steps to the script."""
+        self.script.extend(steps)
+
+    def _next(self) -> Reply | Fault:
+        if self.script:
+            step = self.script.pop(0)
+            if isinstance(step, Reply) and step.sticky:
+                self._sticky = step
+            return step
+        if self._sticky is not None:
+            return self._sticky
+        return Reply(text="(script exhausted)", calls=(Call("finish", {"summary": "script exhausted"}),))
+
+    # -- Anthropic ------------------------------------------------------------------------------
+
+    async def _anthropic(self, request: Request) -> Response:
+        body = await request.json()
+        self.requests.append(Recorded("anthropic", body, dict(request.headers), time.monotonic()))
+        # Older SDKs send x-api-key, newer ones a bearer token: the real API takes both.
+        bearer = request.headers.get("authorization", "").removeprefix("Bearer ")
+        if API_KEY not in (request.headers.get("x-api-key"), bearer):
+            return _anthropic_error(401, "authentication_error", "invalid x-api-key")
+        if body.get("model") not in self.models:
+            return _anthropic_error(404, "not_found_error", f"model: {body.get('model')}")
+        problem = _check_anthropic(body)
+        if problem:
+            self.problems.append(problem)
+            return _anthropic_error(400, "invalid_request_error", problem)
+        step = self._next()
+        if isinstance(step, Fault):
+            kind = step.kind or {429: "rate_limit_error", 529: "overloaded_error"}.get(
+                step.status, "api_error"
+            )
+            return _anthropic_error(step.status, kind, step.message, step.headers)
+        await asyncio.sleep(step.delay_s)
+        msg_id = f"msg_{next(self._ids):04d}"
+        blocks: list[dict[str, Any]] = []
+        if step.text:
+            blocks.append({"type": "text", "text": step.text})
+        for call in step.calls:
+            blocks.append(
+                {"type": "tool_use", "id": f"toolu_{next(self._ids):04d}", "name": call.name, "call": call}
+            )
+        stop = "tool_use" if step.calls else "end_turn"
+        if not body.get("stream"):
+            content = [
+                {
+                    "type": "tool_use",
+                    "id": b["id"],
+                    "name": b["name"],
+                    "input": json.loads(b["call"].arguments),
+                }
+                if b["type"] == "tool_use"
+                else b
+                for b in blocks
+            ]
+            return JSONResponse(
+                {
+                    "id": msg_id,
+                    "type": "message",
+                    "role": "assistant",
+                    "model": body["model"],
+                    "content": content,
+                    "stop_reason": stop,
+                    "stop_sequence": None,
+                    "usage": {"input_tokens": step.usage[0], "output_tokens": step.usage[1]},
+                }
+            )
+        return StreamingResponse(
+            _anthropic_events(msg_id, body["model"], blocks, stop, step.usage), media_type="text/event-stream"
+        )
+
+    # -- OpenAI ---------------------------------------------------------------------------------
+
+    async def _openai(self, request: Request) -> Response:
+        body = await request.json()
+        self.requests.append(Recorded("openai", body, dict(request.headers), time.monotonic()))
+        if request.headers.get("authorization") != f"Bearer {OPENAI_KEY}":
+            return _openai_error(401, "invalid_api_key", "Incorrect API key provided")
+        if body.get("model") not in self.models:
+            return _openai_error(404, "model_not_found", f"The model `{body.get('model')}` does not exist")
+        problem = _check_openai(body)
+        if problem:
+            self.problems.append(problem)
+            return _openai_error(400, "invalid_request_error", problem)
+        step = self._next()
+        if isinstance(step, Fault):
+            return _openai_error(step.status, step.kind or "server_error", step.message, step.headers)
+        await asyncio.sleep(step.delay_s)
+        calls = [(f"call_{next(self._ids):04d}", c) for c in step.calls]
+        finish = "tool_calls" if calls else "stop"
+        created = int(time.time())
+        usage = {
+            "prompt_tokens": step.usage[0],
+            "completion_tokens": step.usage[1],
+            "total_tokens": sum(step.usage),
+        }
+        if not body.get("stream"):
+            message: dict[str, Any] = {"role": "assistant", "content": step.text or None}
+            if calls:
+                message["tool_calls"] = [
+                    {"id": i, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                    for i, c in calls
+                ]
+            return JSONResponse(
+                {
+                    "id": "chatcmpl-fake",
+                    "object": "chat.completion",
+                    "created": created,
+                    "model": body["model"],
+                    "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                    "usage": usage,
+                }
+            )
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        return StreamingResponse(
+            _openai_chunks(
+                body["model"], created, step.text, calls, finish, usage if include_usage else None
+            ),
+            media_type="text/event-stream",
+        )
+
+
+def _sse(event: str, data: dict[str, Any]) -> str:
+    return f"event: {event}\ndata: {json.dumps(data)}\n\n"
+
+
+def _pieces(text: str, n: int = 3) -> list[str]:
+    size = max(1, -(-len(text) // n))
+    return [text[i : i + size] for i in range(0, len(text), size)] or [""]
+
+
+async def _anthropic_events(
+    msg_id: str, model: str, blocks: list[dict[str, Any]], stop: str, usage: tuple[int, int]
+) -> AsyncIterator[str]:
+    start: dict[str, Any] = {
+        "id": msg_id,
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {"input_tokens": usage[0], "output_tokens": 1},
+    }
+    yield _sse("message_start", {"type": "message_start", "message": start})
+    yield _sse("ping", {"type": "ping"})
+    for index, block in enumerate(blocks):
+        if block["type"] == "text":
+            yield _sse(
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": index,
+                    "content_block": {"type": "text", "text": ""},
+                },
+            )
+            for piece in _pieces(block["text"]):
+                delta = {"type": "text_delta", "text": piece}
+                yield _sse(
+                    "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
+                )
+                await asyncio.sleep(0)
+        else:
+            head = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}
+            yield _sse(
+                "content_block_start", {"type": "content_block_start", "index": index, "content_block": head}
+            )
+            for piece in _pieces(block["call"].arguments):
+                delta = {"type": "input_json_delta", "partial_json": piece}
+                yield _sse(
+                    "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
+                )
+        yield _sse("content_block_stop", {"type": "content_block_stop", "index": index})
+    end = {
+        "type": "message_delta",
+        "delta": {"stop_reason": stop, "stop_sequence": None},
+        "usage": {"output_tokens": usage[1]},
+    }
+    yield _sse("message_delta", end)
+    yield _sse("message_stop", {"type": "message_stop"})
+
+
+async def _openai_chunks(
+    model: str,
+    created: int,
+    text: str,
+    calls: list[tuple[str, Call]],
+    finish: str,
+    usage: dict[str, int] | None,
+) -> AsyncIterator[str]:
+    def chunk(delta: dict[str, Any], reason: str | None = None) -> str:
+        body = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": reason}],
+        }
+        return f"data: {json.dumps(body)}\n\n"
+
+    yield chunk({"role": "assistant", "content": ""})
+    if text:
+        for piece in _pieces(text):
+            yield chunk({"content": piece})
+    for index, (call_id, call) in enumerate(calls):
+        head = {
+            "index": index,
+            "id": call_id,
+            "type": "function",
+            "function": {"name": call.name, "arguments": ""},
+        }
+        yield chunk({"tool_calls": [head]})
+        for piece in _pieces(call.arguments):
+            yield chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+    yield chunk({}, finish)
+    if usage is not None:
+        tail = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [],
+            "usage": usage,
+        }
+        yield f"data: {json.dumps(tail)}\n\n"
+    yield "data: [DONE]\n\n"
+
+
+def _anthropic_error(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    body = {"type": "error", "error": {"type": kind, "message": message}}
+    return JSONResponse(body, status_code=status, headers={"x-should-retry": "false", **(headers or {})})
+
+
+def _openai_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    body = {"error": {"message": message, "type": code, "param": None, "code": code}}
+    return JSONResponse(body, status_code=status, headers={"x-should-retry": "false", **(headers or {})})
+
+
+def _check_anthropic(body: dict[str, Any]) -> str | None:
+    """What the real API would refuse: alternation, and tool results for every tool use."""
+    messages = body.get("messages") or []
+    if not messages or messages[0].get("role") != "user":
+        return "messages: first message must use the user role"
+    for prev, cur in itertools.pairwise(messages):
+        if prev["role"] == cur["role"]:
+            return "messages: roles must alternate between user and assistant"
+        if prev["role"] == "assistant":
+            uses = {b["id"] for b in prev["content"] if b.get("type") == "tool_use"}
+            content = cur["content"] if isinstance(cur["content"], list) else []
+            answered = {b["tool_use_id"] for b in content if b.get("type") == "tool_result"}
+            if uses - answered:
+                return f"tool_use ids were found without tool_result blocks: {sorted(uses - answered)}"
+    for m in messages:
+        if isinstance(m["content"], list) and not m["content"]:
+            return "messages: content must not be empty"
+    return None
+
+
+def _check_openai(body: dict[str, Any]) -> str | None:
+    messages = body.get("messages") or []
+    pending: set[str] = set()
+    for m in messages:
+        if m["role"] == "tool":
+            pending.discard(m.get("tool_call_id"))
+            continue
+        if pending:
+            return f"tool_calls without responding tool messages: {sorted(pending)}"
+        if m["role"] == "assistant":
+            pending = {c["id"] for c in m.get("tool_calls") or []}
+    return None
