@@ -61,7 +61,10 @@ def bare_repo() -> Path:
     root = Path(tempfile.mkdtemp(prefix="handoff-bench-"))
     bare = root / "remote.git"
     seed = root / "seed"
-    run = lambda *a, cwd=None: subprocess.run(["git", *a], cwd=cwd, check=True, capture_output=True)  # noqa: E731
+
+    def run(*args: str, cwd: Path | None = None) -> None:
+        subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
+
     run("init", "--bare", "-b", "main", str(bare))
     run("clone", str(bare), str(seed))
     (seed / "README.md").write_text("bench\n")

@@ -71,18 +71,18 @@ def _psql_admin(postgres_url: str, sql: str) -> None:
         dbname="postgres",
         autocommit=True,
     ) as conn:
-        conn.execute(sql)  # type: ignore[arg-type]
+        conn.execute(sql.encode())
 
 
 @pytest.fixture(scope="session")
-def pg_template(postgres_url: str) -> str:
+def pg_template(postgres_url: str) -> Iterator[str]:
     """A migrated template database; each test gets a fresh copy in milliseconds."""
     from web.migrate import upgrade
 
     name = f"handoff_tpl_{uuid.uuid4().hex[:8]}"
     _psql_admin(postgres_url, f'CREATE DATABASE "{name}"')
     upgrade(make_url(postgres_url).set(database=name).render_as_string(hide_password=False))
-    yield name  # type: ignore[misc]
+    yield name
     with contextlib.suppress(Exception):
         _psql_admin(postgres_url, f'DROP DATABASE "{name}" WITH (FORCE)')
 

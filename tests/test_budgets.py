@@ -31,11 +31,14 @@ async def test_usage_budget_stops_the_agent_and_keeps_partial_work(
 ) -> None:
     from web.app import create_app
 
-    async with LiveServer(create_app(sqlite_settings)) as api, httpx.AsyncClient(base_url=api.url) as client:
-        async with running_worker(sqlite_settings):
-            body = {"repo": str(bare_repo), "instructions": SPENDER, "budget": budget}
-            task = (await client.post("/api/tasks", json=body)).json()
-            done = await wait_for(client, task["id"], timeout=30)
+    async with (
+        LiveServer(create_app(sqlite_settings)) as api,
+        httpx.AsyncClient(base_url=api.url) as client,
+        running_worker(sqlite_settings),
+    ):
+        body = {"repo": str(bare_repo), "instructions": SPENDER, "budget": budget}
+        task = (await client.post("/api/tasks", json=body)).json()
+        done = await wait_for(client, task["id"], timeout=30)
     assert done["state"] == "budget_exceeded", done
     assert reason in done["state_reason"]
     run = done["runs"][0]
@@ -49,15 +52,18 @@ async def test_usage_budget_stops_the_agent_and_keeps_partial_work(
 async def test_wall_clock_budget(sqlite_settings: Settings, bare_repo: Path) -> None:
     from web.app import create_app
 
-    async with LiveServer(create_app(sqlite_settings)) as api, httpx.AsyncClient(base_url=api.url) as client:
-        async with running_worker(sqlite_settings):
-            body = {
-                "repo": str(bare_repo),
-                "instructions": "echo a > A.md; sleep 30",
-                "budget": {"wall_clock_s": 2},
-            }
-            task = (await client.post("/api/tasks", json=body)).json()
-            done = await wait_for(client, task["id"], timeout=30)
+    async with (
+        LiveServer(create_app(sqlite_settings)) as api,
+        httpx.AsyncClient(base_url=api.url) as client,
+        running_worker(sqlite_settings),
+    ):
+        body = {
+            "repo": str(bare_repo),
+            "instructions": "echo a > A.md; sleep 30",
+            "budget": {"wall_clock_s": 2},
+        }
+        task = (await client.post("/api/tasks", json=body)).json()
+        done = await wait_for(client, task["id"], timeout=30)
     assert done["state"] == "budget_exceeded"
     assert "wall-clock budget of 2 s" in done["state_reason"]
     assert git("--git-dir", str(bare_repo), "show", f"handoff/{task['id']}:A.md") == "a"

@@ -293,7 +293,7 @@ async def test_healthz_and_metrics(api: LiveServer, settings: Settings, bare_rep
 
 async def test_worker_start_removes_orphaned_containers(settings: Settings, sandbox_image: str) -> None:
     dclient = docker.DockerClient(version="1.41")
-    mine = {"handoff.managed": "1", "handoff.instance": settings.instance_id}
+    mine: dict[str, str] = {"handoff.managed": "1", "handoff.instance": settings.instance_id}
     orphan = dclient.containers.create(
         sandbox_image, ["sleep", "60"], labels={**mine, "handoff.run": "r_gone", "handoff.task": "t_gone"}
     )
@@ -303,10 +303,10 @@ async def test_worker_start_removes_orphaned_containers(settings: Settings, sand
     try:
         async with running_worker(settings):
             await wait_until(
-                lambda: not dclient.containers.list(all=True, filters={"id": orphan.id}), timeout=10
+                lambda: not dclient.containers.list(all=True, filters={"id": str(orphan.id)}), timeout=10
             )
         # Another deployment's container on the same engine is left alone.
-        assert dclient.containers.list(all=True, filters={"id": foreign.id})
+        assert dclient.containers.list(all=True, filters={"id": str(foreign.id)})
     finally:
         for container in (orphan, foreign):
             with contextlib.suppress(docker.errors.NotFound):
@@ -316,24 +316,25 @@ async def test_worker_start_removes_orphaned_containers(settings: Settings, sand
 async def test_follow_up_runs_on_the_same_branch(sqlite_settings: Settings, bare_repo: Path) -> None:
     from web.app import create_app
 
-    async with LiveServer(create_app(sqlite_settings)) as api, httpx.AsyncClient(base_url=api.url) as client:
-        async with running_worker(sqlite_settings):
-            task = (
-                await client.post(
-                    "/api/tasks", json={"repo": str(bare_repo), "instructions": "echo one > ONE.md"}
-                )
-            ).json()
-            assert (await wait_for(client, task["id"]))["state"] == "succeeded"
-            follow = await client.post(
-                f"/api/tasks/{task['id']}/followup", json={"text": "echo two > TWO.md"}
+    async with (
+        LiveServer(create_app(sqlite_settings)) as api,
+        httpx.AsyncClient(base_url=api.url) as client,
+        running_worker(sqlite_settings),
+    ):
+        task = (
+            await client.post(
+                "/api/tasks", json={"repo": str(bare_repo), "instructions": "echo one > ONE.md"}
             )
-            assert follow.status_code == 200 and follow.json()["state"] == "queued"
-            await asyncio.sleep(0.1)
-            done = await wait_for(client, task["id"])
-            # A retry repeats the last request (the follow-up), on the same branch again.
-            await client.post(f"/api/tasks/{task['id']}/retry")
-            await asyncio.sleep(0.1)
-            again = await wait_for(client, task["id"])
+        ).json()
+        assert (await wait_for(client, task["id"]))["state"] == "succeeded"
+        follow = await client.post(f"/api/tasks/{task['id']}/followup", json={"text": "echo two > TWO.md"})
+        assert follow.status_code == 200 and follow.json()["state"] == "queued"
+        await asyncio.sleep(0.1)
+        done = await wait_for(client, task["id"])
+        # A retry repeats the last request (the follow-up), on the same branch again.
+        await client.post(f"/api/tasks/{task['id']}/retry")
+        await asyncio.sleep(0.1)
+        again = await wait_for(client, task["id"])
     assert done["state"] == "succeeded" and again["state"] == "succeeded"
     assert [r["instructions"] for r in again["runs"]] == [
         "echo one > ONE.md",

@@ -105,7 +105,7 @@ def test_build_minimal_is_fast_runs_as_agent_and_rebuilds_in_place(client: docke
         build_offline(client, "minimal", tag)
         assert client.images.get(tag).id != first
         with pytest.raises(docker.errors.ImageNotFound):  # the untagged old image was dropped
-            client.images.get(first)
+            client.images.get(str(first))
     finally:
         if image_exists(client, tag):
             client.images.remove(tag, force=True)

@@ -296,9 +296,9 @@ async def test_remove_orphans_and_remove_run(
         removed = await sandbox.remove_orphans({f"live-{tag}", f"other-{tag}"})
         assert removed == [dead.id]
         with pytest.raises(docker.errors.NotFound):
-            docker_client.containers.get(dead.id)
+            docker_client.containers.get(str(dead.id))
         assert docker_client.containers.get(live.id).id == live.id
-        assert docker_client.containers.get(foreign.id).id == foreign.id
+        assert docker_client.containers.get(str(foreign.id)).id == foreign.id
         assert await sandbox.remove_run(f"other-{tag}") == [other.id]
         assert await sandbox.remove_run(f"other-{tag}") == []
     finally:
