@@ -75,7 +75,10 @@ class Execution:
         """Do the run; never raises for agent, git or sandbox failures (they become outcomes)."""
         task, run = self.task, self.run
         _name, profile = self.wc.config.profile(task.agent)
-        auth = await self.wc.git_credentials.auth_header(task) if self.wc.git_credentials else None
+        try:
+            auth = await self.wc.git_credentials.auth_header(task) if self.wc.git_credentials else None
+        except WorkspaceError as exc:  # e.g. the App was uninstalled from the repository
+            return Outcome(TaskState.failed, reason=str(exc))
         workspace = GitWorkspace(
             str(task.links.get("clone_url") or task.repo),
             self.wc.settings.handoff_workspace_dir,
@@ -247,6 +250,9 @@ class Execution:
     async def _publish(self, workspace: GitWorkspace, pump: EventPump, outcome: Outcome) -> Outcome:
         pump.add(EventType.progress.value, {"step": "push", "branch": workspace.branch})
         try:
+            if self.wc.git_credentials is not None:
+                # Runs can outlive an installation token (one hour): push with a fresh one.
+                workspace.set_auth_header(await self.wc.git_credentials.auth_header(self.task))
             pushed = await workspace.publish(_commit_message(self.task, self.run, pump.summary))
         except WorkspaceError as exc:
             pump.add(EventType.error.value, {"message": str(exc)})

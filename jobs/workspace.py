@@ -104,6 +104,11 @@ class GitWorkspace:
 
     # -- Workspace protocol -------------------------------------------------------------------
 
+    def set_auth_header(self, auth_header: str | None) -> None:
+        """Use a new auth header from now on (a refreshed token); errors scrub both old and new."""
+        self._auth_header = auth_header
+        self._secrets = [*self._secrets, *self._secret_forms(auth_header)]
+
     async def prepare(self) -> None:
         """Clone the remote, check out the task branch, hand the tree to the sandbox user."""
         check_branch(self.branch)

@@ -345,6 +345,25 @@ async def test_auth_header_stays_out_of_argv_and_errors(
     assert all(env["GIT_CONFIG_VALUE_0"] == AUTH_HEADER for _, env in recorded_execs)
 
 
+async def test_a_refreshed_auth_header_is_used_for_the_push_and_scrubbed(
+    remote: Remote, tmp_path: Path, recorded_execs: list[tuple[tuple[str, ...], dict[str, str]]]
+) -> None:
+    fresh_token = "ghs_freshFRESHfresh0123456789"
+    fresh = f"AUTHORIZATION: bearer {fresh_token}"
+    hook = remote.bare / "hooks" / "pre-receive"
+    hook.write_text(f"#!/bin/sh\necho 'leak {TOKEN} {fresh_token}' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    ws = make_ws(remote, tmp_path, auth_header=AUTH_HEADER)
+    await ws.prepare()
+    ws.set_auth_header(fresh)  # the run outlived its first token
+    (ws.path / "x.txt").write_text("x\n")
+    with pytest.raises(WorkspaceError) as err:
+        await ws.publish("x")
+    assert TOKEN not in str(err.value) and fresh_token not in str(err.value)
+    pushes = [env for argv, env in recorded_execs if "push" in argv]
+    assert pushes and all(env["GIT_CONFIG_VALUE_0"] == fresh for env in pushes)
+
+
 @pytest.fixture
 def http_remote() -> Iterator[tuple[str, list[str | None]]]:
     """A loopback HTTP server refusing every request with 403 and recording Authorization."""
