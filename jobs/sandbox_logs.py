@@ -105,10 +105,12 @@ class LogReader:
                 stdout=not self._stderr, stderr=self._stderr, stream=True, follow=True
             )
             splitter = LineSplitter()
+            consumed = 0
             for chunk in self._stream:
+                consumed += len(chunk)
                 if self._stop.is_set() or not self._emit(splitter.feed(chunk)):
                     return
-            self._recover_last_fragment(splitter)
+            self._catch_up(splitter, consumed)
             self._emit(splitter.flush())
         except Exception as exc:  # reported to the awaiting coroutine, not lost in a thread
             error = exc if not self._stop.is_set() else None
@@ -118,20 +120,28 @@ class LogReader:
                     self._stream.close()
             self._finish(error)
 
-    def _recover_last_fragment(self, splitter: LineSplitter) -> None:
-        # dockerd 20.10's json-file follower drops a final line without a newline when the
-        # container stops while followed; the non-follow tail still has it. Complete lines are
-        # never lost, so only bytes after the tail's last newline can be missing.
-        held = splitter.pending
-        if held is None or self._stop.is_set():
+    def _catch_up(self, splitter: LineSplitter, consumed: int) -> None:
+        # dockerd 20.10's json-file follower can end the stream when the container exits before
+        # it has sent everything (a fast writer loses whole lines, a final line without newline
+        # always). The stored log still has it all: read it once more without following and feed
+        # what comes after the bytes already seen.
+        if self._stop.is_set():
             return
         try:
-            tail: bytes = self._container.logs(stdout=not self._stderr, stderr=self._stderr, tail=64)
+            rest = self._container.logs(
+                stdout=not self._stderr, stderr=self._stderr, stream=True, follow=False
+            )
+            skip = consumed
+            for chunk in rest:
+                if skip:
+                    cut = min(skip, len(chunk))
+                    chunk, skip = chunk[cut:], skip - cut
+                    if not chunk:
+                        continue
+                if self._stop.is_set() or not self._emit(splitter.feed(chunk)):
+                    return
         except docker.errors.APIError:  # best effort: the container may be gone already
             return
-        fragment = tail[tail.rfind(b"\n") + 1 :]
-        if fragment.startswith(held):
-            splitter.feed(fragment[len(held) :])
 
     def _emit(self, lines: list[str]) -> bool:
         if not lines:

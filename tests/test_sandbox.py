@@ -225,6 +225,17 @@ async def test_lines_in_order_split_intact_long_cut_and_exit_code(
     assert stdout[4:] == ["no newline at end"]
 
 
+async def test_a_fast_writer_loses_no_line(sandbox: DockerSandbox, tmp_path: Path) -> None:
+    # dockerd's follow stream may end before it has sent everything when the container exits
+    # right after writing; what was not streamed must still arrive, in order, exactly once.
+    for _ in range(4):
+        c = Collector()
+        script = "seq 1 20000; printf 'last without newline'; exit 3"
+        result = await _run(sandbox, _spec(tmp_path, ["sh", "-c", script]), c, asyncio.Event())
+        assert result.exit_code == 3
+        assert c.out == [str(i) for i in range(1, 20001)] + ["last without newline"]
+
+
 async def test_silent_container_ends_at_deadline_and_is_removed(
     sandbox: DockerSandbox, docker_client: docker.DockerClient, tmp_path: Path
 ) -> None:
