@@ -13,6 +13,7 @@ from typing import Any
 from core.commands import Command, Ignore, Mention, Registry, Reply, Who, allowed
 from core.errors import InvalidTransition, NotFound
 from core.models import Task, TaskSource
+from core.scheduling import WAIT_QUESTION
 from core.states import TaskState
 from core.tasks import NewTask, TaskService
 
@@ -82,7 +83,8 @@ def build_registry() -> Registry:
             await ctx.tasks.follow_up(
                 existing.id, text, mention.author, {**mention.context, "delivery": delivery}
             )
-            when = "now" if TaskState(existing.state).terminal else "after the current run"
+            waiting_answer = (existing.state_reason or "").startswith(WAIT_QUESTION)
+            when = "now" if TaskState(existing.state).terminal or waiting_answer else "after the current run"
             return Reply(f"Got it — I'll work on this follow-up {when} on task `{existing.id}`.", existing.id)
         repo = mention.repo or ctx.defaults.get("repo")
         if not repo:
@@ -99,7 +101,12 @@ def build_registry() -> Registry:
                 requester=mention.author,
                 dedupe_key=f"{mention.source}:{mention.delivery_id}",
                 target_key=mention.target_key,
-                links={**mention.links, **({"options": cmd.options} if cmd.options else {})},
+                links={
+                    **mention.links,
+                    **({"options": cmd.options} if cmd.options else {}),
+                    # Text from outside the repository's writers is marked as data in the prompt.
+                    **({"untrusted": True} if mention.untrusted else {}),
+                },
                 # Budgets the ingress allows for this request (e.g. a repository's bounded .handoff.yml).
                 budget=dict(mention.context.get("budget") or {}),
                 needs_approval=not mention.can_write,

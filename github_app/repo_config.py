@@ -28,6 +28,8 @@ from github_app.api import GitHubAPI
 
 CONFIG_PATH = ".handoff.yml"
 OVERRIDABLE = ("trigger_label", "agent", "model", "setup", "test", "budget")
+# Keys the agent reads from the checkout itself (its notes for the agent): valid, nothing to check.
+AGENT_KEYS = ("notes",)
 
 
 class BudgetBounds(BaseModel):
@@ -84,6 +86,8 @@ def resolve(server: GitHubServerConfig, profiles: Collection[str], text: str | N
         config.notes.append(f"`{CONFIG_PATH}` must be a mapping; it was ignored.")
         return config
     for key, value in raw.items():
+        if key in AGENT_KEYS:
+            continue
         refusal = _check(server, profiles, str(key), value)
         if refusal:
             config.notes.append(refusal)

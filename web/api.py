@@ -45,6 +45,8 @@ class TaskCreate(BaseModel):
 def task_json(task: Task, runs: list[Any] | None = None) -> dict[str, Any]:
     """The API representation of a task (and its runs)."""
     body = task.model_dump(mode="json", exclude={"event_seq"})
+    # The built-in agent's saved conversation can be large and is not the API's business.
+    body["links"] = {k: v for k, v in body["links"].items() if k != "conversation"}
     if runs is not None:
         body["runs"] = [run_json(r) for r in runs]
     return body
