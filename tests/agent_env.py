@@ -5,6 +5,7 @@ REST API and a worker."""
 from __future__ import annotations
 
 import contextlib
+import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,7 +21,7 @@ from tests.fakes.llm import API_KEY, OPENAI_KEY
 from tests.helpers import wait_for
 
 DEBIAN = "handoff-sandbox:debian"
-DEBIAN_ROOTFS = Path("/var/cache/handoff/debian-rootfs")
+DEBIAN_ROOTFS = Path(os.environ.get("HANDOFF_DEBIAN_ROOTFS", "/var/cache/handoff/debian-rootfs"))
 PRICES = {
     "claude-test": {"input_per_mtok": 3.0, "output_per_mtok": 15.0},
     "gpt-test": {"input_per_mtok": 2.0, "output_per_mtok": 8.0},
