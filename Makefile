@@ -1,6 +1,8 @@
 # The two commands of the README. Both install what is missing first.
 SHELL := /bin/bash
 export PATH := $(HOME)/.local/bin:$(PATH)
+# Trust the system's certificate store (uv bundles its own roots otherwise; a proxy's CA is missing).
+export UV_NATIVE_TLS := 1
 
 .PHONY: up test lint bench setup
 
