@@ -43,7 +43,6 @@ class Profile(BaseModel):
     image: str = "handoff-sandbox:minimal"
     command: list[str] = Field(default_factory=lambda: ["sh", "-c", 'eval "$HANDOFF_INSTRUCTIONS"'])
     env: dict[str, str] = Field(default_factory=dict, description="fixed values passed in")
-    env_allow: list[str] = Field(default_factory=list, description="host variables passed through")
     network: bool = False
     user: str = "1000:1000"
     limits: Limits = Field(default_factory=Limits)
