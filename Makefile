@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export PATH := $(HOME)/.local/bin:$(PATH)
 # Trust the system's certificate store (uv bundles its own roots otherwise; a proxy's CA is missing).
-export UV_NATIVE_TLS := 1
+export UV_SYSTEM_CERTS := 1
 
 .PHONY: up test lint bench setup
 
