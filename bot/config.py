@@ -27,9 +27,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from core.config import load_config
 from core.errors import ConfigError
 
 # owner/name as GitHub spells it; "*" wildcards only in allow-list patterns.
@@ -76,17 +76,8 @@ class SlackConfig(BaseModel):
 
 
 def load_slack_config(path: Path | None) -> SlackConfig:
-    """Read the ``slack:`` section of ``handoff.yml`` at ``path`` (defaults when absent)."""
-    if path is None:
-        return SlackConfig()
-    try:
-        raw: Any = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except OSError as exc:
-        raise ConfigError(f"HANDOFF_CONFIG: cannot read {path}: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"HANDOFF_CONFIG: {path} is not valid YAML: {exc}") from exc
-    section = raw.get("slack") if isinstance(raw, dict) else None
-    return parse_slack_config(section or {}, where=str(path))
+    """The ``slack:`` section of ``handoff.yml`` at ``path``, validated (defaults when absent)."""
+    return parse_slack_config(load_config(path).slack, where=str(path) if path else "handoff.yml")
 
 
 def parse_slack_config(section: Any, where: str = "handoff.yml") -> SlackConfig:

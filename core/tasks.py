@@ -55,6 +55,8 @@ class TaskFilter:
     requester: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    # Only these repositories (what a viewer may read); ``None`` means all of them.
+    repos: frozenset[str] | None = None
 
 
 class TaskService:
@@ -174,6 +176,8 @@ class TaskService:
             conditions.append(col(Task.created_at) >= filters.since)
         if filters.until is not None:
             conditions.append(col(Task.created_at) < filters.until)
+        if filters.repos is not None:
+            conditions.append(col(Task.repo).in_(sorted(filters.repos)))
         async with self.sessions() as session:
             total = (
                 await session.execute(select(func.count()).select_from(Task).where(*conditions))

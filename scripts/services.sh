@@ -37,7 +37,7 @@ if [ -z "${HANDOFF_TEST_POSTGRES_URL:-}" ]; then
       rm -rf "$pgroot"; mkdir -p "$pgroot"
       [ "$(id -u)" -eq 0 ] && chown postgres: "$pgroot"
       echo handoff > "$pgroot/pwfile"; chmod 644 "$pgroot/pwfile"
-      as_pg "$pgbin/initdb" -D "$pgdata" -U handoff --pwfile="$pgroot/pwfile" -A md5 >/dev/null
+      as_pg "$pgbin/initdb" -D "$pgdata" -U handoff --pwfile="$pgroot/pwfile" -A md5 -E UTF8 --locale=C >/dev/null
     fi
     as_pg "$pgbin/pg_ctl" -D "$pgdata" -l "$pgroot/pg.log" -w -o "-p $HANDOFF_TEST_PG_PORT -h 127.0.0.1 -k $pgroot -c fsync=off -c max_connections=300" start >/dev/null \
       || { echo "postgres did not start"; cat "$pgroot/pg.log"; exit 1; }

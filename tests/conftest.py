@@ -71,7 +71,7 @@ def _psql_admin(postgres_url: str, sql: str) -> None:
         dbname="postgres",
         autocommit=True,
     ) as conn:
-        conn.execute(sql.encode())
+        conn.execute(sql)
 
 
 @pytest.fixture(scope="session")

@@ -256,7 +256,19 @@ def private_postgres(tmp_path: Path) -> Iterator[dict[str, Any]]:
         shutil.chown(root, "postgres", "postgres")
     data = root / "data"
     subprocess.run(
-        [*as_pg, str(pgbin / "initdb"), "-D", str(data), "-U", "handoff", "-A", "trust"],
+        [
+            *as_pg,
+            str(pgbin / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "handoff",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        ],
         check=True,
         capture_output=True,
     )

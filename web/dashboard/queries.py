@@ -7,7 +7,7 @@ admin). Every query that returns tasks or runs applies it in SQL, so counts and 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -17,7 +17,7 @@ from sqlmodel import col
 from core.db import Sessions
 from core.models import Run, RunEvent, Task
 from core.states import TaskState
-from core.tasks import TaskFilter
+from core.tasks import TaskFilter, TaskService
 
 Scope = frozenset[str] | None
 
@@ -39,34 +39,11 @@ async def known_repos(sessions: Sessions, limit: int = 300) -> list[str]:
 
 
 async def list_tasks(
-    sessions: Sessions, filters: TaskFilter, scope: Scope, *, offset: int = 0, limit: int = 50
+    tasks: TaskService, filters: TaskFilter, scope: Scope, *, offset: int = 0, limit: int = 50
 ) -> tuple[list[Task], int]:
     """A page of visible tasks matching ``filters`` (newest first) and how many match in all."""
-    conditions = _in_scope(scope)
-    for column, value in (
-        (col(Task.repo), filters.repo),
-        (col(Task.state), filters.state),
-        (col(Task.source), filters.source),
-        (col(Task.requester), filters.requester),
-    ):
-        if value:
-            conditions.append(column == value)
-    if filters.since is not None:
-        conditions.append(col(Task.created_at) >= filters.since)
-    if filters.until is not None:
-        conditions.append(col(Task.created_at) < filters.until)
-    async with sessions() as session:
-        total = (
-            await session.execute(select(func.count()).select_from(Task).where(*conditions))
-        ).scalar_one()
-        page = await session.execute(
-            select(Task)
-            .where(*conditions)
-            .order_by(col(Task.created_at).desc(), col(Task.id))
-            .offset(offset)
-            .limit(limit)
-        )
-        return list(page.scalars()), int(total)
+    items, total = await tasks.list(replace(filters, repos=scope), offset=offset, limit=limit)
+    return list(items), total
 
 
 async def count_running(sessions: Sessions, scope: Scope) -> int:

@@ -91,7 +91,7 @@ async def tasks_page(
         until=_date(until, end=True),
     )
     (items, total), running, depth = await asyncio.gather(
-        queries.list_tasks(services.sessions, filters, scope, offset=offset, limit=PAGE_SIZE),
+        queries.list_tasks(services.tasks, filters, scope, offset=offset, limit=PAGE_SIZE),
         queries.count_running(services.sessions, scope),
         _queue_depth(services),
     )
