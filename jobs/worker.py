@@ -28,12 +28,19 @@ log = logging.getLogger(__name__)
 
 # Dispatch latency matters more than Redis load: poll every 50 ms.
 POLL_DELAY_S = 0.05
+ORPHAN_SWEEP_S = 10.0
 
 
 async def startup(ctx: dict[str, Any]) -> None:
     """arq ``on_startup``: remove orphans, listen for cancels, start the outbox sender."""
     wc: WorkerContext = ctx["handoff"]
-    await remove_orphans(wc)
+    # Before taking jobs (so no container of ours can be mistaken for an orphan), but bounded: a
+    # slow Docker engine must not keep the worker from starting; the reaper removes containers of
+    # dead runs anyway.
+    try:
+        await asyncio.wait_for(remove_orphans(wc), ORPHAN_SWEEP_S)
+    except TimeoutError:
+        log.warning("orphan sweep did not finish within %g s; continuing", ORPHAN_SWEEP_S)
     ctx["cancel_listener"] = asyncio.create_task(listen_for_cancels(wc), name="cancel-listener")
     stop = asyncio.Event()
     sender = OutboxSender(wc.sessions, wc.notifiers, wc.config.outbox)
@@ -44,11 +51,12 @@ async def startup(ctx: dict[str, Any]) -> None:
 
 async def shutdown(ctx: dict[str, Any]) -> None:
     """arq ``on_shutdown``: stop the listener and the sender, release connections."""
-    listener: asyncio.Task[None] | None = ctx.pop("cancel_listener", None)
-    if listener is not None:
-        listener.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await listener
+    for name in ("cancel_listener",):
+        background: asyncio.Task[Any] | None = ctx.pop(name, None)
+        if background is not None:
+            background.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await background
     stop: asyncio.Event | None = ctx.pop("outbox_stop", None)
     sender_task: asyncio.Task[None] | None = ctx.pop("outbox_task", None)
     if stop is not None and sender_task is not None:

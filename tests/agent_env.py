@@ -153,7 +153,7 @@ async def handoff(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def run_task(
-    client: httpx.AsyncClient, body: dict[str, Any], *, states: set[str] | None = None, timeout: float = 60
+    client: httpx.AsyncClient, body: dict[str, Any], *, states: set[str] | None = None, timeout: float = 120
 ) -> dict[str, Any]:
     """Create a task and wait until it reaches ``states`` (default: any terminal state)."""
     created = await client.post("/api/tasks", json=body)
