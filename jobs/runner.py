@@ -127,7 +127,9 @@ class Runner:
         """What this run works on: new follow-ups, else what the last run worked on (a retry or a
         requeue repeats it), else the task's own instructions."""
         if task.followups:
-            return "\n\n".join(str(f["text"]) for f in task.followups)
+            texts = [str(f["text"]) for f in task.followups]
+            # Follow-ups that arrived before the first run add to the request, not replace it.
+            return "\n\n".join([task.instructions, *texts] if task.attempts == 0 else texts)
         last = (
             await session.execute(
                 select(Run).where(col(Run.task_id) == task.id).order_by(col(Run.attempt).desc()).limit(1)
