@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -49,6 +50,10 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.services = services
+        # Everything built so far lives as long as the process: move it out of the garbage
+        # collector's reach, so full collections (pauses in the tens of ms) stay short.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
