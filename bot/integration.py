@@ -25,6 +25,7 @@ from bot.intake import Intake
 from bot.notifier import SlackNotifier
 from bot.reporter import SlackReporter
 from bot.store import Store
+from core.bodies import read_capped
 from core.commands import Registry
 from core.config import HandoffConfig
 from core.db import Sessions
@@ -67,7 +68,7 @@ class SlackBot:
 
     async def handle_http(self, request: Request) -> Response:
         """Read at most 1 MiB, verify the v0 signature, then hand the request to bolt."""
-        body = await _read_capped(request, MAX_BODY)
+        body = await read_capped(request.headers, request.stream(), MAX_BODY)
         if body is None:
             return JSONResponse({"error": "request too large"}, status_code=413)
         timestamp = request.headers.get("x-slack-request-timestamp", "")
@@ -81,21 +82,6 @@ class SlackBot:
         # What AsyncSlackRequestHandler.handle does for a POST, with the body we already hold.
         response = await self.app.async_dispatch(to_async_bolt_request(request, body))
         return to_starlette_response(response)
-
-
-async def _read_capped(request: Request, limit: int) -> bytes | None:
-    """The body, or ``None`` past ``limit`` bytes (also when chunked, without a Content-Length)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def build_bot(

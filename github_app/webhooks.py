@@ -31,6 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col
 
+from core.bodies import read_capped
 from core.clock import utcnow
 from core.db import make_engine
 from core.errors import DependencyUnavailable
@@ -125,7 +126,7 @@ class WebhookReceiver:
 
     async def __call__(self, request: Request) -> JSONResponse:
         """Handle one delivery."""
-        body = await _read_capped(request, MAX_BODY)
+        body = await read_capped(request.headers, request.stream(), MAX_BODY)
         if body is None:
             return _answer(413, "payload too large")
         if not verify(self.secrets, body, request.headers.get(HEADER)):
@@ -186,21 +187,6 @@ _PG_INSERT = (
     "INSERT INTO delivery (id, source, event, outcome, received_at) VALUES {values} "
     "ON CONFLICT (id) DO NOTHING RETURNING id"
 )
-
-
-async def _read_capped(request: Request, limit: int) -> bytes | None:
-    """The body, or ``None`` as soon as it is known to exceed ``limit`` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def webhook_router(receiver: WebhookReceiver, path: str = "/github/webhooks") -> APIRouter:
