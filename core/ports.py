@@ -157,6 +157,8 @@ class PushResult:
     branch: str
     head_sha: str | None
     files_changed: list[str] = field(default_factory=list)
+    # Paths of the work tree that were not committed, each with the reason (nested repository…).
+    dropped: list[str] = field(default_factory=list)
 
 
 class Workspace(Protocol):

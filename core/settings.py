@@ -6,12 +6,22 @@ Build them once at the composition root (:func:`load_settings`) and pass them on
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.errors import ConfigError
+
+
+def default_data_dir() -> Path:
+    """Where Handoff keeps per-host working data: ``$XDG_DATA_HOME/handoff`` (``~/.local/share``).
+
+    Not the project checkout: agents' work trees must never sit inside a git repository.
+    """
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "handoff"
 
 
 class Settings(BaseSettings):
@@ -23,7 +33,10 @@ class Settings(BaseSettings):
     redis_url: str = Field(default="redis://localhost:6379/0")
     handoff_config: Path | None = Field(default=None, description="path to handoff.yml")
     handoff_public_url: str = Field(default="http://localhost:8000")
-    handoff_workspace_dir: Path = Field(default=Path("./.handoff/workspaces"))
+    handoff_workspace_dir: Path = Field(
+        default_factory=lambda: default_data_dir() / "workspaces",
+        description="checkouts of running tasks; outside every git repository (start-up checks)",
+    )
     handoff_api_token: SecretStr | None = Field(default=None, description="bearer token for /api")
     handoff_queue_name: str = Field(default="handoff:queue")
     docker_host: str | None = Field(default=None)

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.config import HandoffConfig, load_config
 from core.db import Sessions, make_engine, make_sessions
+from core.errors import ConfigError, WorkspaceError
 from core.journal import Journal
 from core.outbox import Notifier, Reporter
 from core.ports import GitCredentials, Integration, PostPush, Sandbox
@@ -20,6 +21,7 @@ from core.settings import Settings
 from core.tasks import TaskService
 from jobs.queue import ArqQueue
 from jobs.sandbox import DockerSandbox
+from jobs.workspace import check_workspace_root
 
 
 @dataclass
@@ -83,7 +85,14 @@ def build_worker_context(
     sandbox: Sandbox | None = None,
     reporters: Sequence[Reporter] = (),
 ) -> WorkerContext:
-    """Build the worker's services from settings (no I/O: connections open lazily)."""
+    """Build the worker's services from settings (no I/O: connections open lazily).
+
+    Raises :class:`ConfigError` for a workspace directory inside a git repository.
+    """
+    try:
+        check_workspace_root(settings.handoff_workspace_dir)
+    except WorkspaceError as exc:
+        raise ConfigError(f"HANDOFF_WORKSPACE_DIR: {exc}") from exc
     config = load_config(settings.handoff_config)
     journal = Journal(reporters)
     engine = make_engine(settings.database_url)

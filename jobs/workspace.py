@@ -1,56 +1,63 @@
-"""The host-side git checkout an agent works in, and the push of its result.
+"""The run's checkout and the push of its result, with the repository kept out of the agent's reach.
 
-Layout of one run under ``root``::
+Layout of one run under ``root`` (the workspace directory, never inside a git repository)::
 
-    root/<run_id>/repo/      the checkout, chowned to the sandbox user (``GitWorkspace.path``)
-    root/<run_id>/handoff/   the task spec, outside the tree so ``git add -A`` never stages it
+    root/<run_id>/git/       the host's bare repository: objects, refs, config — never mounted
+    root/<run_id>/repo/      the work tree, mounted at /workspace (``GitWorkspace.path``)
+    root/<run_id>/repo/.git  the agent's own disposable shallow copy, which the host never reads
+    root/<run_id>/handoff/   the task spec, mounted read-only at /handoff/task.json
+    root/<run_id>/home/      the empty ``HOME`` of every host git process
+    root/<run_id>/scratch/   host-written inputs to git (copied .gitignore files, the import stream)
 
-The agent owns ``repo/`` (including ``.git``) while it runs, so everything the worker does with
-git afterwards treats that directory as hostile: the repository config is restored from a
-snapshot taken at clone time (a planted ``core.fsmonitor``, filter driver or ``insteadOf`` would
-otherwise run code as root or send the token elsewhere), hooks are disabled, and the push names
-the remote URL and a single ``<sha>:refs/heads/handoff/...`` refspec explicitly, never forced.
+Before the run the host clones the remote into ``git/``, checks the start commit out into
+``repo/``, gives the agent a shallow clone of it as ``repo/.git`` (so ``git status``/``git diff``
+work in the sandbox), hands ``repo/`` to the sandbox user, and snapshots every ``lstat``.
+
+After the run the host never runs git in ``repo/``. It takes the work tree as data
+(:mod:`jobs.worktree`): files and symlinks become blobs, nothing is followed, nested repositories
+are dropped, unchanged files (same ``lstat`` as the snapshot) are reused from the start commit,
+new files pass the tree's ``.gitignore`` rules (checked by git against host-written copies), and
+one commit on top of the start commit is written with ``git fast-import`` into ``git/`` and
+pushed as ``<sha>:refs/heads/handoff/<task>`` — never forced. The agent's own commits, branches
+and history edits stay in its disposable ``.git``: only the content of its work tree counts.
+Every git process runs with :mod:`jobs.hostgit`'s minimal environment.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
 import os
 import re
 import shutil
-import signal
+import time
 from pathlib import Path
-from typing import NamedTuple
 from urllib.parse import unquote, urlparse
 
 from core.errors import WorkspaceError
 from core.ports import PushResult
+from jobs import worktree
+from jobs.hostgit import (
+    DEFAULT_TIMEOUT_S,
+    GitOut,
+    git_env,
+    inside_repository,
+    is_local_remote,
+    protocol_config,
+    redact_url,
+    run_git,
+    secret_forms,
+    verb,
+)
 
-DEFAULT_TIMEOUT_S = 300.0
+__all__ = ["BRANCH_PREFIX", "GitWorkspace", "check_branch", "check_workspace_root", "is_local_remote"]
+
 BRANCH_PREFIX = "handoff/"
 # Conservative allow-list: also rules out refspec tricks such as ``handoff/x:refs/heads/main``.
 _BRANCH_RE = re.compile(r"^handoff/[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
-# Inherited variables that change which repository or config git uses, or make it trace headers.
-_KEEP_GIT_ENV = ("GIT_SSL_", "GIT_HTTP_")
-# On every call: the checkout is owned by the sandbox user, and a credential helper on the host
-# must not answer with broader credentials than the header we pass. (Hooks are disabled in the
-# repository's own config instead: ``-c`` travels to a local remote's receive-pack and would
-# silence the remote's hooks too.)
-_BASE_CONFIG = ("-c", "safe.directory=*", "-c", "credential.helper=")
-
-
-class _Out(NamedTuple):
-    rc: int
-    stdout: bytes
-    stderr: str
-
-
-def is_local_remote(remote: str) -> bool:
-    """True for a filesystem path or ``file://`` URL, false for network remotes."""
-    scp_like = re.match(r"^[\w.-]+@[\w.-]+:", remote)  # git@github.com:org/repo.git
-    return remote.startswith("file://") or ("://" not in remote and not scp_like)
+_CAPTURE_REF = "refs/handoff/capture"
+# Checkout and capture both keep bytes as they are: no eol, encoding or filter conversion, so a
+# file the agent did not touch is byte-identical and one it did is committed as written.
+_NO_CONVERSION = b"* -text -eol -filter -ident -working-tree-encoding\n"
 
 
 def check_branch(branch: str) -> None:
@@ -60,13 +67,22 @@ def check_branch(branch: str) -> None:
         raise WorkspaceError(f"refusing branch {branch!r}: only {BRANCH_PREFIX}<name> branches are pushed")
 
 
-def _redact_url(text: str) -> str:
-    """Hide ``user:password@`` in any URL inside ``text``."""
-    return re.sub(r"(://)[^/@\s]+@", r"\1***@", text)
+def check_workspace_root(root: Path) -> None:
+    """Refuse a workspace directory inside a git repository (git discovery could climb into it)."""
+    enclosing = inside_repository(root)
+    if enclosing is not None:
+        raise WorkspaceError(
+            f"the workspace directory {root} is inside the git repository at {enclosing}; "
+            "set HANDOFF_WORKSPACE_DIR to a directory outside every repository"
+        )
+
+
+def _ident_part(value: str) -> str:
+    return re.sub(r"[<>\n\r\0]", "", value).strip() or "Handoff"
 
 
 class GitWorkspace:
-    """A :class:`core.ports.Workspace` backed by the ``git`` CLI."""
+    """A :class:`core.ports.Workspace`: host-owned repository, agent-owned work tree."""
 
     def __init__(
         self,
@@ -83,6 +99,8 @@ class GitWorkspace:
         sandbox_gid: int | None = 1000,
         auth_header: str | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
+        history_depth: int = 1,
+        limits: worktree.Limits | None = None,
     ) -> None:
         self.remote = remote
         self.task_id = task_id
@@ -94,109 +112,99 @@ class GitWorkspace:
         self.sandbox_uid = sandbox_uid
         self.sandbox_gid = sandbox_gid
         self.timeout_s = timeout_s
-        self.run_dir = Path(root) / run_id
+        self.history_depth = history_depth
+        self.limits = limits or worktree.Limits()
+        self.root = Path(root)
+        self.run_dir = self.root / run_id
+        self.git_dir = self.run_dir / "git"
         self.path = self.run_dir / "repo"
         self.spec_dir = self.run_dir / "handoff"
+        self.home = self.run_dir / "home"
+        self.scratch = self.run_dir / "scratch"
         self.start_sha: str | None = None
+        self.head_sha: str | None = None
         self._auth_header = auth_header
-        self._config_snapshot: bytes | None = None
-        self._secrets = self._secret_forms(auth_header)
+        self._secrets = secret_forms(auth_header)
+        self._before: dict[bytes, worktree.Stat] = {}
+        self._listing: dict[bytes, tuple[str, str]] = {}
 
     # -- Workspace protocol -------------------------------------------------------------------
 
     def set_auth_header(self, auth_header: str | None) -> None:
         """Use a new auth header from now on (a refreshed token); errors scrub both old and new."""
         self._auth_header = auth_header
-        self._secrets = [*self._secrets, *self._secret_forms(auth_header)]
+        self._secrets = [*self._secrets, *secret_forms(auth_header)]
 
     async def prepare(self) -> None:
-        """Clone the remote, check out the task branch, hand the tree to the sandbox user."""
+        """Clone into the host repository, check out the start commit, hand the tree to the agent."""
         check_branch(self.branch)
         if self.base_ref is not None and (not self.base_ref.strip() or self.base_ref.startswith("-")):
             raise WorkspaceError(f"invalid base ref {self.base_ref!r}")
-        local = is_local_remote(self.remote)
-        if local:
-            where = unquote(urlparse(self.remote).path) if self.remote.startswith("file://") else self.remote
-            if not await asyncio.to_thread(Path(where).exists):
-                raise WorkspaceError(f"repository not found: {_redact_url(self.remote)}")
+        check_workspace_root(self.root)
+        if is_local_remote(self.remote) and not await asyncio.to_thread(self._local_path().exists):
+            raise WorkspaceError(f"repository not found: {redact_url(self.remote)}")
         # A retried job may reuse the run id: start from a clean directory.
         await asyncio.to_thread(shutil.rmtree, self.run_dir, True)
-        self.run_dir.mkdir(parents=True)
-        # --no-local: a local clone hardlinks object files, and the chown below would then hand
-        # the source repository's objects to the sandbox user.
-        opts = ["--no-tags", "--no-local"] if local else ["--no-tags", "--filter=blob:none"]
-        out = await self._git(
-            "clone", "-q", *opts, "--", self.remote, str(self.path), cwd=self.run_dir, check=False
-        )
-        if out.rc != 0:
-            reason = self._reason(out.stderr)
-            lowered = reason.lower()
-            if any(s in lowered for s in ("not appear to be a git repo", "does not exist", "not found")):
-                raise WorkspaceError(f"repository not found: {_redact_url(self.remote)}")
-            raise WorkspaceError(f"clone of {_redact_url(self.remote)} failed: {reason}")
-
-        if await self._resolve(f"refs/remotes/origin/{self.branch}"):
-            # Follow-up run: continue the branch earlier runs pushed.
-            await self._git("checkout", "-q", "-B", self.branch, "--track", f"origin/{self.branch}")
-        else:
-            start = await self._base_commit()
-            await self._git("checkout", "-q", "--no-track", "-B", self.branch, start)
-        self.start_sha = await self._head()
-        # Hooks in the agent-writable .git must never run on the host; restored with the config.
-        await self._git("config", "core.hooksPath", "/dev/null")
-        self._config_snapshot = (self.path / ".git" / "config").read_bytes()
-
+        self.run_dir.mkdir(parents=True, mode=0o755)
+        for private in (self.home, self.scratch):
+            private.mkdir(mode=0o700)
+        await self._clone()
+        start = await self._start_commit()
+        await self._git("update-ref", f"refs/heads/{self.branch}", start)
+        await self._git("symbolic-ref", "HEAD", f"refs/heads/{self.branch}")
+        (self.git_dir / "info").mkdir(exist_ok=True)
+        (self.git_dir / "info" / "attributes").write_bytes(_NO_CONVERSION)
+        self.path.mkdir(mode=0o755)
+        await self._git("--work-tree", str(self.path), "read-tree", "-u", "--reset", "HEAD")
+        if self.history_depth > 0:
+            await self._agent_copy()
         if os.geteuid() == 0 and self.sandbox_uid is not None and self.sandbox_gid is not None:
             await asyncio.to_thread(_chown_tree, self.path, self.sandbox_uid, self.sandbox_gid)
+        ls = await self._git("ls-tree", "-r", "-z", "--full-tree", start)
+        self._listing = worktree.parse_ls_tree(ls.stdout)
+        # After the chown (which changes ctime): from here on, any change the agent makes to a
+        # file changes its ctime, which it cannot set back.
+        self._before = await asyncio.to_thread(worktree.snapshot, self.path)
+        self.start_sha = self.head_sha = start
         self.spec_dir.mkdir(mode=0o755)
 
     async def publish(self, message: str) -> PushResult:
-        """Commit everything the agent changed and fast-forward ``refs/heads/<branch>`` on the remote.
+        """Commit the work tree (taken as data) on top of the start commit and push it.
 
-        Returns ``changed=False`` without pushing when the tree and HEAD are as they started.
-        Refuses (``WorkspaceError``) a non-``handoff/`` branch, rewritten history, or a rejected push.
+        Returns ``changed=False`` without pushing when the tree is as it started. Refuses
+        (``WorkspaceError``) a non-``handoff/`` branch or a rejected push; never forces.
         """
         check_branch(self.branch)
         start = self._require_prepared()
-        await self._git("add", "-A")
-        staged = (await self._git("diff", "--cached", "--quiet", check=False)).rc != 0
-        head = await self._head()
-        if not staged and head == start:
-            return PushResult(changed=False, branch=self.branch, head_sha=head, files_changed=[])
-        if staged:
-            subject = message.strip() or f"Handoff task {self.task_id}"
-            await self._git(
-                "commit", "-q", "--no-verify", "--no-gpg-sign", "-m", subject, env=self._identity_env()
-            )
-            head = await self._head()
-        # Checked here, not left to the remote, because a first push creates the branch and
-        # would accept any history; the agent's own commits pass as long as they extend start.
-        if (await self._git("merge-base", "--is-ancestor", start, head, check=False)).rc != 0:
-            raise WorkspaceError(
-                f"refusing to push {self.branch}: the checkout no longer descends from {start[:12]} "
-                "(history was rewritten or HEAD moved to another branch)"
-            )
-        # The sha, not HEAD, so what is pushed is exactly what was checked; never --force.
+        found = await asyncio.to_thread(worktree.scan, self.path, self._before, self._listing, self.limits)
+        ignored = await self._ignored(found)
+        entries = [e for e in found.entries if e.path not in ignored]
+        head = await self._commit(entries, start, message)
+        dropped = list(found.dropped)
+        if await self._tree(head) == await self._tree(start):
+            return PushResult(changed=False, branch=self.branch, head_sha=start, dropped=dropped)
         out = await self._git(
-            "push", "-q", "--no-verify", "--", self.remote, f"{head}:refs/heads/{self.branch}", check=False
-        )
+            "push", "-q", "--no-verify", "--", self.remote, f"{head}:refs/heads/{self.branch}",
+            check=False, remote=True,
+        )  # fmt: skip
         if out.rc != 0:
             raise WorkspaceError(f"push of {self.branch} was refused: {self._reason(out.stderr)}")
+        self.head_sha = head
+        changed = await self._git("diff-tree", "-r", "-z", "--name-only", "--no-renames", start, head)
+        files = [n for n in changed.stdout.decode("utf-8", "replace").split("\0") if n]
         return PushResult(
-            changed=True,
-            branch=self.branch,
-            head_sha=head,
-            files_changed=await self._changed_files(start, head),
+            changed=True, branch=self.branch, head_sha=head, files_changed=files, dropped=dropped
         )
 
     async def cleanup(self) -> None:
-        """Delete ``root/<run_id>`` (checkout and spec); a missing directory is fine."""
+        """Delete ``root/<run_id>`` (repository, work tree, spec); a missing directory is fine."""
         await asyncio.to_thread(shutil.rmtree, self.run_dir, True)
 
     async def diff(self, max_bytes: int = 1_000_000) -> str:
-        """The committed branch diff (start commit to HEAD), cut to at most ``max_bytes`` UTF-8 bytes."""
+        """The published change (start commit to the pushed head), cut to at most ``max_bytes``."""
         start = self._require_prepared()
-        out = await self._git("diff", "--no-color", "--no-ext-diff", "--no-textconv", start, "HEAD")
+        head = self.head_sha or start
+        out = await self._git("diff", "--no-color", "--no-ext-diff", "--no-textconv", start, head)
         if len(out.stdout) <= max_bytes:
             return out.stdout.decode("utf-8", "replace")
         note = b"\n[diff truncated]\n"
@@ -204,91 +212,126 @@ class GitWorkspace:
         # "ignore" drops a multi-byte character cut in half, so the result stays within max_bytes.
         return (keep + note)[:max_bytes].decode("utf-8", "ignore")
 
-    # -- helpers ------------------------------------------------------------------------------
+    # -- before the run -----------------------------------------------------------------------
 
-    async def _base_commit(self) -> str:
-        """The commit a new task branch starts from: ``base_ref`` or the remote's default branch."""
+    def _local_path(self) -> Path:
+        remote = self.remote
+        return Path(unquote(urlparse(remote).path) if remote.startswith("file://") else remote)
+
+    async def _clone(self) -> None:
+        out = await self._git(
+            "clone", "--bare", "-q", "--no-tags", "--", self.remote, str(self.git_dir),
+            check=False, remote=True, bare=True,
+        )  # fmt: skip
+        if out.rc != 0:
+            reason = self._reason(out.stderr)
+            lowered = reason.lower()
+            if any(s in lowered for s in ("not appear to be a git repo", "does not exist", "not found")):
+                raise WorkspaceError(f"repository not found: {redact_url(self.remote)}")
+            raise WorkspaceError(f"clone of {redact_url(self.remote)} failed: {reason}")
+
+    async def _start_commit(self) -> str:
+        """The task branch if earlier runs pushed it, else ``base_ref``, else the default branch."""
+        followup = await self._resolve(f"refs/heads/{self.branch}")
+        if followup:
+            return followup
         if self.base_ref is None:
-            return await self._head()
-        for candidate in (f"refs/remotes/origin/{self.base_ref}", self.base_ref):
+            head = await self._resolve("HEAD")
+            if head is None:
+                raise WorkspaceError(f"{redact_url(self.remote)} has no default branch to start from")
+            return head
+        for candidate in (f"refs/heads/{self.base_ref}", self.base_ref):
             sha = await self._resolve(candidate)
             if sha:
                 return sha
-        # Tags (cloned with --no-tags) and commits outside any branch need an explicit fetch.
-        fetched = await self._git("fetch", "-q", "--no-tags", "origin", self.base_ref, check=False)
+        # Tags (cloned with --no-tags), pull request heads and commits outside any branch.
+        fetched = await self._git(
+            "fetch", "-q", "--no-tags", "--", self.remote, self.base_ref, check=False, remote=True
+        )
         sha = await self._resolve("FETCH_HEAD") if fetched.rc == 0 else None
         if not sha:
-            raise WorkspaceError(f"base ref {self.base_ref!r} not found in {_redact_url(self.remote)}")
+            raise WorkspaceError(f"base ref {self.base_ref!r} not found in {redact_url(self.remote)}")
         return sha
+
+    async def _agent_copy(self) -> None:
+        """``repo/.git``: a shallow clone of the task branch for the agent's own use."""
+        dot_git = self.path / ".git"
+        await self._git(
+            "-c", "protocol.file.allow=always", "clone", "--bare", "-q", "--no-tags", "--single-branch",
+            f"--depth={self.history_depth}", f"--branch={self.branch}", "--",
+            f"file://{self.git_dir}", str(dot_git), bare=True,
+        )  # fmt: skip
+        agent = ("--git-dir", str(dot_git))
+        # The chown changed ctime, uid and gid of every file: let the agent's git look at content
+        # stamps only, or its first `git status` rehashes the whole tree.
+        settings = (("core.bare", "false"), ("core.trustctime", "false"), ("core.checkStat", "minimal"))
+        for key, value in settings:
+            await self._git(*agent, "config", key, value, bare=True)
+        await self._git(*agent, "remote", "remove", "origin", bare=True)
+        # The host's index matches the files just checked out, so the agent's `git status` is quick.
+        await asyncio.to_thread(shutil.copyfile, self.git_dir / "index", dot_git / "index")
+
+    # -- after the run ------------------------------------------------------------------------
+
+    async def _ignored(self, found: worktree.Scan) -> set[bytes]:
+        """New paths the tree's ``.gitignore`` files exclude (as ``git add -A`` would)."""
+        if not found.new_paths or not found.gitignores:
+            return set()
+        ignore_tree = self.scratch / "ignore"
+        await asyncio.to_thread(shutil.rmtree, ignore_tree, True)
+        ignore_tree.mkdir()
+        await asyncio.to_thread(worktree.write_ignore_tree, found.gitignores, ignore_tree)
+        out = await self._git(
+            "--work-tree", str(ignore_tree), "check-ignore", "--no-index", "-z", "--stdin",
+            stdin=b"\0".join(found.new_paths) + b"\0", check=False, cwd=ignore_tree,
+        )  # fmt: skip
+        if out.rc not in (0, 1):  # 1: nothing is ignored
+            raise WorkspaceError(f"git check-ignore failed: {self._reason(out.stderr)}")
+        return {p for p in out.stdout.split(b"\0") if p}
+
+    async def _commit(self, entries: list[worktree.Entry], parent: str, message: str) -> str:
+        """Write one commit of exactly ``entries`` on ``parent`` with ``git fast-import``."""
+        stream = self.scratch / "import.stream"
+        name, email = _ident_part(self.author_name), _ident_part(self.author_email)
+        ident = f"{name} <{email}> {int(time.time())} +0000".encode()
+        subject = message.strip() or f"Handoff task {self.task_id}"
+
+        def write() -> None:
+            with stream.open("wb") as out:
+                worktree.write_stream(
+                    self.path, entries, out, ref=_CAPTURE_REF, parent=parent, message=subject, ident=ident
+                )
+
+        await asyncio.to_thread(write)
+        out = await self._git("fast-import", "--quiet", "--force", stdin=stream, check=False)
+        stream.unlink(missing_ok=True)
+        if out.rc != 0:
+            raise WorkspaceError(f"could not record the work tree: {self._reason(out.stderr)}")
+        sha = await self._resolve(_CAPTURE_REF)
+        if sha is None:
+            raise WorkspaceError("could not record the work tree: no commit was written")
+        return sha
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    async def _tree(self, commit: str) -> str:
+        return (await self._git("rev-parse", f"{commit}^{{tree}}")).stdout.decode().strip()
 
     async def _resolve(self, rev: str) -> str | None:
         out = await self._git("rev-parse", "-q", "--verify", f"{rev}^{{commit}}", check=False)
         sha = out.stdout.decode().strip()
         return sha if out.rc == 0 and sha else None
 
-    async def _head(self) -> str:
-        return (await self._git("rev-parse", "--verify", "HEAD")).stdout.decode().strip()
-
-    async def _changed_files(self, start: str, head: str) -> list[str]:
-        out = await self._git("diff", "--name-only", "-z", "--no-renames", start, head)
-        return [name for name in out.stdout.decode("utf-8", "replace").split("\0") if name]
-
     def _require_prepared(self) -> str:
         if self.start_sha is None:
             raise WorkspaceError("workspace was not prepared")
         return self.start_sha
 
-    def _guard_checkout(self) -> None:
-        """Undo what the agent may have planted in ``.git`` before git runs there as root."""
-        git_dir = self.path / ".git"
-        if git_dir.is_symlink() or not git_dir.is_dir():
-            raise WorkspaceError("the checkout's .git directory is missing or was replaced")
-        if self._config_snapshot is not None:
-            config = git_dir / "config"
-            config.unlink(missing_ok=True)  # never write through a symlink the agent left
-            config.write_bytes(self._config_snapshot)
-
-    def _identity_env(self) -> dict[str, str]:
-        return {
-            "GIT_AUTHOR_NAME": self.author_name,
-            "GIT_AUTHOR_EMAIL": self.author_email,
-            "GIT_COMMITTER_NAME": self.author_name,
-            "GIT_COMMITTER_EMAIL": self.author_email,
-        }
-
-    def _base_env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_") or k.startswith(_KEEP_GIT_ENV)}
-        env["GIT_TERMINAL_PROMPT"] = "0"
-        env["GCM_INTERACTIVE"] = "never"
-        if self._auth_header:
-            # Environment, not argv: /proc/<pid>/cmdline is world-readable, environ is not.
-            env.update(
-                GIT_CONFIG_COUNT="1",
-                GIT_CONFIG_KEY_0="http.extraheader",
-                GIT_CONFIG_VALUE_0=self._auth_header,
-            )
-        return env
-
-    @staticmethod
-    def _secret_forms(header: str | None) -> list[str]:
-        """The header, its value, its token and the token inside a basic credential."""
-        if not header:
-            return []
-        forms = {header, header.partition(":")[2].strip()}
-        token = header.split()[-1]
-        forms.add(token)
-        try:
-            decoded = base64.b64decode(token, validate=True).decode()
-            forms.update({decoded, decoded.partition(":")[2]})
-        except ValueError:  # binascii.Error and UnicodeDecodeError are both ValueErrors
-            pass
-        return sorted((f for f in forms if len(f) >= 4), key=len, reverse=True)
-
     def scrub(self, text: str) -> str:
         """``text`` with the auth header (in any of its forms) and URL credentials removed."""
         for secret in self._secrets:
             text = text.replace(secret, "***")
-        return _redact_url(text)
+        return redact_url(text)
 
     def _reason(self, stderr: str) -> str:
         """A short, secret-free reason taken from git's stderr."""
@@ -300,42 +343,26 @@ class GitWorkspace:
     async def _git(
         self,
         *args: str,
-        cwd: Path | None = None,
         check: bool = True,
-        env: dict[str, str] | None = None,
-    ) -> _Out:
-        """Run one git command (no shell) under a timeout; kill its process group on expiry."""
-        if cwd is None:
-            cwd = self.path
-            self._guard_checkout()
-        full_env = self._base_env() | (env or {})
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                "git",
-                *_BASE_CONFIG,
-                *args,
-                cwd=cwd,
-                env=full_env,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                start_new_session=True,  # own process group, so helpers die with git on timeout
-            )
-        except FileNotFoundError as exc:
-            raise WorkspaceError("git is not installed on the worker") from exc
-        try:
-            stdout, stderr = await asyncio.wait_for(proc.communicate(), self.timeout_s)
-        except TimeoutError:
-            raise WorkspaceError(f"git {args[0]} timed out after {self.timeout_s:g}s") from None
-        finally:
-            if proc.returncode is None:  # timed out or cancelled
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                await proc.wait()
-        rc = proc.returncode if proc.returncode is not None else -1
-        result = _Out(rc, stdout, stderr.decode("utf-8", "replace"))
+        remote: bool = False,
+        bare: bool = False,
+        stdin: bytes | Path | None = None,
+        cwd: Path | None = None,
+    ) -> GitOut:
+        """One host git process on the host repository (see :mod:`jobs.hostgit`).
+
+        ``remote``: the command talks to the remote (auth header and its protocol allowed).
+        ``bare``: no implicit ``--git-dir`` (the arguments name the repository themselves).
+        """
+        env = git_env(self.home, self.root, self._auth_header if remote else None)
+        prefix = [] if bare else ["--git-dir", str(self.git_dir)]
+        if remote:
+            prefix = [*protocol_config(self.remote), *prefix]
+        result = await run_git(
+            [*prefix, *args], env=env, cwd=cwd or self.run_dir, timeout_s=self.timeout_s, stdin=stdin
+        )
         if check and result.rc != 0:
-            raise WorkspaceError(f"git {args[0]} failed: {self._reason(result.stderr)}")
+            raise WorkspaceError(f"git {verb(args)} failed: {self._reason(result.stderr)}")
         return result
 
 

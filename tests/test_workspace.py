@@ -198,32 +198,51 @@ async def test_follow_up_run_continues_the_pushed_branch(remote: Remote, tmp_pat
     second = make_ws(remote, tmp_path, run_id="run2")
     await second.prepare()
     assert git("rev-parse", "HEAD", cwd=second.path) == pushed.head_sha == second.start_sha
-    assert git("rev-parse", "--abbrev-ref", "@{upstream}", cwd=second.path) == "origin/handoff/t1"
+    assert git("rev-parse", "--abbrev-ref", "HEAD", cwd=second.path) == "handoff/t1"
     (second.path / "b.txt").write_text("b\n")
     result = await second.publish("second")
     assert result.files_changed == ["b.txt"]
     assert git("--git-dir", str(remote.bare), "rev-parse", "handoff/t1^") == pushed.head_sha
 
 
+async def test_the_agent_gets_a_disposable_shallow_copy(remote: Remote, tmp_path: Path) -> None:
+    ws = make_ws(remote, tmp_path)
+    await ws.prepare()
+    assert git("status", "--porcelain", cwd=ws.path) == ""
+    assert git("log", "--format=%H", cwd=ws.path).split() == [remote.main_sha]
+    assert git("remote", cwd=ws.path) == ""  # nothing points back at the host's repository
+    (ws.path / "README.md").write_text("changed\n")
+    assert git("status", "--porcelain", cwd=ws.path) == "M README.md"
+    assert ws.git_dir.parent == ws.path.parent and not ws.git_dir.is_relative_to(ws.path)
+    bare = make_ws(remote, tmp_path, run_id="run2", history_depth=0)
+    await bare.prepare()
+    assert not (bare.path / ".git").exists() and (bare.path / "README.md").exists()
+
+
 @pytest.mark.parametrize("leave_uncommitted", [False, True], ids=["commits_only", "commits_and_edits"])
-async def test_agent_commits_are_included(remote: Remote, tmp_path: Path, leave_uncommitted: bool) -> None:
+async def test_what_the_agent_committed_is_published_as_content(
+    remote: Remote, tmp_path: Path, leave_uncommitted: bool
+) -> None:
     ws = make_ws(remote, tmp_path)
     await ws.prepare()
     (ws.path / "agent.txt").write_text("by agent\n")
     git("add", "agent.txt", cwd=ws.path)
     git("commit", "-q", "-m", "agent commit", cwd=ws.path)
-    agent_sha = git("rev-parse", "HEAD", cwd=ws.path)
     if leave_uncommitted:
         (ws.path / "later.txt").write_text("uncommitted\n")
     result = await ws.publish("wrap up")
     assert result.changed
     assert result.files_changed == (["agent.txt", "later.txt"] if leave_uncommitted else ["agent.txt"])
     assert result.head_sha == remote_sha(remote.bare, "refs/heads/handoff/t1")
-    git("--git-dir", str(remote.bare), "merge-base", "--is-ancestor", agent_sha, "handoff/t1")
+    # One commit by Handoff on the start commit: the agent's own commit objects never leave its copy.
+    assert git("--git-dir", str(remote.bare), "rev-parse", "handoff/t1^") == remote.main_sha
+    assert git("--git-dir", str(remote.bare), "log", "-1", "--format=%s", "handoff/t1") == "wrap up"
 
 
-@pytest.mark.parametrize("rewrite", ["amend", "other_branch"])
-async def test_rewritten_history_is_refused(remote: Remote, tmp_path: Path, rewrite: str) -> None:
+@pytest.mark.parametrize("rewrite", ["amend", "other_branch", "reset_to_root"])
+async def test_history_edits_in_the_agent_copy_cannot_rewrite_the_branch(
+    remote: Remote, tmp_path: Path, rewrite: str
+) -> None:
     first = make_ws(remote, tmp_path, run_id="run1")
     await first.prepare()
     (first.path / "a.txt").write_text("a\n")
@@ -233,12 +252,16 @@ async def test_rewritten_history_is_refused(remote: Remote, tmp_path: Path, rewr
     if rewrite == "amend":
         (second.path / "a.txt").write_text("rewritten\n")
         git("commit", "-q", "-a", "--amend", "-m", "rewritten", cwd=second.path)
-    else:
-        git("checkout", "-q", "-b", "elsewhere", "origin/main", cwd=second.path)
+    elif rewrite == "other_branch":
+        git("checkout", "-q", "--orphan", "elsewhere", cwd=second.path)
         (second.path / "c.txt").write_text("c\n")
-    with pytest.raises(WorkspaceError, match="refusing to push handoff/t1"):
-        await second.publish("sneaky")
-    assert remote_sha(remote.bare, "refs/heads/handoff/t1") == pushed.head_sha
+    else:
+        git("update-ref", "-d", "HEAD", cwd=second.path)
+    result = await second.publish("edits")
+    head = remote_sha(remote.bare, "refs/heads/handoff/t1")
+    assert result.changed == (rewrite != "reset_to_root") and head == (result.head_sha or pushed.head_sha)
+    # Whatever the agent did to its history, the branch only ever moves forward from the last push.
+    git("--git-dir", str(remote.bare), "merge-base", "--is-ancestor", str(pushed.head_sha), "handoff/t1")
     assert remote_sha(remote.bare, "refs/heads/main") == remote.main_sha
 
 
@@ -342,7 +365,16 @@ async def test_auth_header_stays_out_of_argv_and_errors(
     assert recorded_execs and all(
         TOKEN not in " ".join(argv) and AUTH_HEADER not in " ".join(argv) for argv, _ in recorded_execs
     )
-    assert all(env["GIT_CONFIG_VALUE_0"] == AUTH_HEADER for _, env in recorded_execs)
+    # The header travels only with the commands that talk to the remote.
+    talking = [
+        env for argv, env in recorded_execs if {"clone", "push"} & set(argv) and str(remote.bare) in argv
+    ]
+    assert len(talking) == 2 and all(env["GIT_CONFIG_VALUE_0"] == AUTH_HEADER for env in talking)
+    assert all(
+        "GIT_CONFIG_VALUE_0" not in env
+        for argv, env in recorded_execs
+        if not ({"clone", "push", "fetch"} & set(argv) and str(remote.bare) in argv)
+    )
 
 
 async def test_a_refreshed_auth_header_is_used_for_the_push_and_scrubbed(

@@ -11,22 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.models import Run, Task
-from jobs.workspace import is_local_remote
+from jobs.hostgit import SAFE_CONFIG, git_env, is_local_remote
 from web.dashboard.github import is_github_repo
 
 TIMEOUT_S = 5.0
 MAX_BYTES = 512 * 1024
 MAX_LINES = 3000
 _REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,254}$")
-_SAFE = (
-    "-c", "safe.directory=*", "-c", "core.fsmonitor=false", "-c", "diff.noprefix=false",
-)  # fmt: skip
+_SAFE = ("-c", "safe.directory=*", "-c", "diff.noprefix=false", *SAFE_CONFIG)
 
 
 @dataclass
@@ -112,13 +109,8 @@ async def _default_branch(git_dir: Path) -> str | None:
 
 async def _git(git_dir: Path, *args: str) -> tuple[str, bool] | None:
     """stdout of ``git`` (cut at :data:`MAX_BYTES`, with a flag), or ``None`` on error or timeout."""
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "GIT_TERMINAL_PROMPT": "0",
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "HOME": "/nonexistent",  # no user config either: nothing but the flags below applies
-        "LC_ALL": "C",
-    }
+    # No user or system config and nothing inherited: nothing but the flags below applies.
+    env = git_env(Path("/nonexistent"), git_dir.parent)
     try:
         proc = await asyncio.create_subprocess_exec(
             "git",
