@@ -46,9 +46,17 @@ class Profile(BaseModel):
     network: bool = False
     user: str = "1000:1000"
     limits: Limits = Field(default_factory=Limits)
+    history_depth: int = Field(
+        default=1, ge=0, description="commits of history in the agent's own .git (0: no .git at all)"
+    )
     # -- command profiles
     output: Literal["events", "claude-code", "codex"] = Field(
         default="events", description="format of the command's stdout"
+    )
+    prompt: Literal["raw", "agent"] | None = Field(
+        default=None,
+        description="HANDOFF_INSTRUCTIONS: the request as written (raw), or as an agent prompt with "
+        "untrusted text fenced (agent); default: agent for claude-code and codex, else raw",
     )
     # Only the model keys Handoff holds may be named: never a GitHub or Slack token, never an
     # arbitrary variable of the host's environment.
@@ -65,6 +73,11 @@ class Profile(BaseModel):
     setup_timeout_s: float = Field(default=600.0, gt=0, description="per setup command")
     tool_output_chars: int = Field(default=30_000, ge=1000, description="tool output kept for the model")
     stream: bool = Field(default=True, description="stream model responses")
+
+    @property
+    def agent_prompt(self) -> bool:
+        """Whether a command profile gets the fenced agent prompt rather than the raw request."""
+        return self.prompt == "agent" or (self.prompt is None and self.output != "events")
 
     @model_validator(mode="after")
     def _builtin_needs_a_model(self) -> Profile:
@@ -92,6 +105,18 @@ class ConcurrencyLimits(BaseModel):
         default=14.0, ge=4.0, description="keep delivery records and sent notifications this long"
     )
     reaper_interval_s: int = Field(default=5, ge=1, le=60, description="seconds between reaper passes")
+
+
+class OutputLimits(BaseModel):
+    """How much of what one run prints is kept: past these, agent output is counted, not stored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_events: int = Field(default=50_000, ge=100, description="events stored per run")
+    max_bytes: int = Field(default=64 * 1024 * 1024, ge=64 * 1024, description="event data stored per run")
+    max_pending: int = Field(
+        default=10_000, ge=100, description="events held in memory while the database lags"
+    )
 
 
 class Budget(BaseModel):
@@ -157,6 +182,7 @@ class HandoffConfig(BaseModel):
     limits: ConcurrencyLimits = Field(default_factory=ConcurrencyLimits)
     budget: Budget = Field(default_factory=Budget)
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
+    output: OutputLimits = Field(default_factory=OutputLimits)
     # Extra sections read by integrations (github:, slack:); validated by their own models.
     github: dict[str, Any] = Field(default_factory=dict)
     slack: dict[str, Any] = Field(default_factory=dict)

@@ -11,7 +11,11 @@ from core.clock import as_utc, utcnow
 from core.models import EventType
 
 MAX_LINE = 64 * 1024
-_TYPES = frozenset(t.value for t in EventType)
+#: Types only the orchestrator writes: every state, PR link and milestone. A container printing
+#: one is recorded as a plain log line, never acted on.
+RESERVED_TYPES = frozenset({EventType.status.value})
+#: Types an agent (a container's stdout, a CLI translator) may produce.
+AGENT_TYPES = frozenset(t.value for t in EventType) - RESERVED_TYPES
 
 
 @dataclass(frozen=True)
@@ -26,9 +30,10 @@ class ParsedEvent:
 def parse_line(line: str) -> ParsedEvent:
     """Turn one stdout line of an agent into an event.
 
-    A JSON object whose ``type`` is one of the event types becomes that event (``ts`` from the
-    object when it is a valid ISO timestamp, ``data`` an object or wrapped as ``{"value": ...}``);
-    every other line is a ``log`` event holding the text. Over-long lines are truncated.
+    A JSON object whose ``type`` is one of the agent's event types (:data:`AGENT_TYPES`) becomes
+    that event (``ts`` from the object when it is a valid ISO timestamp, ``data`` an object or
+    wrapped as ``{"value": ...}``); every other line — a reserved type such as ``status`` included —
+    is a ``log`` event holding the text. Over-long lines are truncated.
     """
     text = line.rstrip("\r\n")
     if len(text) > MAX_LINE:
@@ -39,7 +44,7 @@ def parse_line(line: str) -> ParsedEvent:
             obj = json.loads(stripped)
         except ValueError:
             obj = None
-        if isinstance(obj, dict) and obj.get("type") in _TYPES:
+        if isinstance(obj, dict) and obj.get("type") in AGENT_TYPES:
             return ParsedEvent(type=obj["type"], ts=_parse_ts(obj.get("ts")), data=_as_data(obj.get("data")))
     return ParsedEvent(type=EventType.log.value, ts=utcnow(), data={"text": text})
 

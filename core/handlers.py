@@ -28,6 +28,11 @@ class CommandContext:
     defaults: dict[str, Any] = field(default_factory=dict)
 
 
+def _first_line(text: str, limit: int = 80) -> str:
+    line = (text.strip().splitlines() or [""])[0].strip()
+    return f"“{line[:limit]}{'…' if len(line) > limit else ''}”"
+
+
 def _describe(task: Task) -> str:
     state = task.state.replace("_", " ")
     text = f"Task `{task.id}` is *{state}*"
@@ -104,8 +109,9 @@ def build_registry() -> Registry:
                 links={
                     **mention.links,
                     **({"options": cmd.options} if cmd.options else {}),
-                    # Text from outside the repository's writers is marked as data in the prompt.
-                    **({"untrusted": True} if mention.untrusted else {}),
+                    # Text from outside the repository's writers is marked as data in the prompt,
+                    # approved or not: approval lets the request run, it does not vouch for it.
+                    **({"untrusted": True} if mention.untrusted or not mention.can_write else {}),
                 },
                 # Budgets the ingress allows for this request (e.g. a repository's bounded .handoff.yml).
                 budget=dict(mention.context.get("budget") or {}),
@@ -117,7 +123,7 @@ def build_registry() -> Registry:
         if task.needs_approval:
             return Reply(
                 f"Thanks! Only people with write access can start Handoff here, so task `{task.id}` waits "
-                "until a maintainer comments `/handoff approve`.",
+                f"until a maintainer comments `/handoff approve {task.id}`.",
                 task.id,
                 ok=False,
             )
@@ -179,18 +185,31 @@ def build_registry() -> Registry:
 
     @registry.command(
         "approve",
-        usage="/handoff approve",
-        description="Let a request from someone without write access run.",
+        usage="/handoff approve [task-id]",
+        description="Let a request from someone without write access run (name it when there are several).",
         who_can_use=Who.writers,
     )
     async def approve(cmd: Command, ctx: CommandContext) -> Reply:
-        task = await _task_for(cmd, ctx)
-        if task is None or not task.needs_approval:
+        key = cmd.mention.target_key
+        pending = await ctx.tasks.awaiting_approval(key) if key else []
+        if not pending:
             return Reply("Nothing here is waiting for approval.", ok=False)
         if not allowed(ctx.registry.get("approve"), cmd.mention):
-            return Reply("Only someone with write access can approve.", task.id, ok=False)
+            return Reply("Only someone with write access can approve.", pending[0].id, ok=False)
+        named = cmd.args[0] if cmd.args else None
+        if named is None and len(pending) > 1:
+            # Approving "whatever is there" could approve a request slipped in after the one the
+            # maintainer read: with several, the maintainer names the one they mean.
+            listed = "; ".join(f"`{t.id}` ({_first_line(t.instructions)})" for t in pending)
+            return Reply(
+                f"Several requests wait for approval here: {listed}. Say `/handoff approve <task-id>`.",
+                ok=False,
+            )
+        task = next((t for t in pending if t.id == named), None) if named else pending[0]
+        if task is None:
+            return Reply(f"`{named}` is not a request waiting for approval here.", ok=False)
         task = await ctx.tasks.approve(task.id, actor=cmd.mention.author)
-        return Reply(f"Approved: task `{task.id}` is queued.", task.id)
+        return Reply(f"Approved: task `{task.id}` ({_first_line(task.instructions)}) is queued.", task.id)
 
     return registry
 

@@ -8,6 +8,7 @@ fails after the enqueue, the job finds no task and does nothing.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -287,6 +288,20 @@ class TaskService:
                 .limit(1)
             )
             return result.scalar_one_or_none()
+
+    async def awaiting_approval(self, target_key: str) -> builtins.list[Task]:
+        """Tasks on a target held until a maintainer approves them, oldest first."""
+        async with self.sessions() as session:
+            result = await session.execute(
+                select(Task)
+                .where(
+                    col(Task.target_key) == target_key,
+                    col(Task.needs_approval).is_(True),
+                    col(Task.state) == TaskState.waiting.value,
+                )
+                .order_by(col(Task.created_at))
+            )
+            return list(result.scalars())
 
     async def audit(
         self,

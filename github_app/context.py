@@ -203,8 +203,12 @@ class Ingress:
 
     async def handoff_pr_task(self, target: Target) -> Task | None:
         """The task whose pull request ``target`` is, if Handoff opened it."""
-        head = (target.pr or {}).get("head_ref") or ""
-        task_id = head.removeprefix("handoff/") if head.startswith("handoff/") else None
+        pr = target.pr or {}
+        head = pr.get("head_ref") or ""
+        # Only a head branch in the repository itself names a task: anyone can open a pull
+        # request from a fork whose branch is called `handoff/<some task id>`.
+        own = head.startswith("handoff/") and not pr.get("fork")
+        task_id = head.removeprefix("handoff/") if own else None
         if task_id is None:
             async with self.svc.sessions() as session:
                 ref = await get_ref(session, PR_REF.format(repo=target.repo, number=target.number))
@@ -215,7 +219,9 @@ class Ingress:
             task = await self.svc.tasks.get(task_id)
         except NotFound:
             return None
-        return task if task.repo == target.repo else None
+        if task.repo != target.repo or (own and task.branch not in (None, head)):
+            return None
+        return task
 
     # -- effects --------------------------------------------------------------------------------
 

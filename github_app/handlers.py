@@ -49,7 +49,9 @@ def _comment_screen(ev: IssueCommentEvent, s: Screening) -> str | None:
 def _review_comment_screen(ev: ReviewCommentEvent, s: Screening) -> str | None:
     if _bot(ev, s) or ev.comment.user.is_bot:
         return "sent by a bot"
-    on_ours = ev.pull_request.head.ref.startswith("handoff/")
+    repo = ev.repository.full_name if ev.repository else ""
+    # Only a task branch in the repository itself makes a comment a follow-up without a command.
+    on_ours = ev.pull_request.head.ref.startswith("handoff/") and not pr_info(ev.pull_request, repo)["fork"]
     return None if on_ours or s.addressed(ev.comment.body) is not None else "not addressed to Handoff"
 
 
@@ -89,13 +91,14 @@ def pr_info(pr: PullRequest | dict[str, Any], repo: str) -> dict[str, Any]:
     """Head sha/ref, base ref and fork of a pull request (payload model or API dict)."""
     data = pr.model_dump() if isinstance(pr, PullRequest) else pr
     head, base = data.get("head") or {}, data.get("base") or {}
-    head_repo = ((head.get("repo") or {}).get("full_name")) or repo
+    head_repo = (head.get("repo") or {}).get("full_name")
     return {
         "head_sha": head.get("sha", ""),
         "head_ref": head.get("ref", ""),
         "base_ref": base.get("ref", ""),
-        "fork": head_repo.lower() != repo.lower(),
-        "head_repo": head_repo,
+        # A head repository GitHub no longer knows (a deleted fork) is someone else's too.
+        "fork": not head_repo or str(head_repo).lower() != repo.lower(),
+        "head_repo": head_repo or "",
     }
 
 
@@ -245,8 +248,16 @@ def build_event_registry() -> EventRegistry:
         repo = ev.repository.full_name if ev.repository else ""
         key = f"github:{repo}#{ev.pull_request.number}"
         head = ev.pull_request.head.ref
-        ours = head.removeprefix("handoff/") if head.startswith("handoff/") else None
-        tasks = await _active(ix, lambda t: t.repo == repo and (t.target_key == key or t.id == ours))
+        # A head named like a task branch counts only in the base repository itself: a fork's
+        # `handoff/t_…` branch must not cancel the task whose id it borrows.
+        own_head = not pr_info(ev.pull_request, repo)["fork"] and head.startswith("handoff/")
+
+        def affected(t: Task) -> bool:
+            if t.repo != repo:
+                return False
+            return t.target_key == key or (own_head and f"handoff/{t.id}" == head and t.branch == head)
+
+        tasks = await _active(ix, affected)
         done = await ix.cancel(
             tasks, f"github:{ev.sender.login}", f"pull request #{ev.pull_request.number} closed"
         )

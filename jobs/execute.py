@@ -27,6 +27,7 @@ from core.models import EventType, Run, Task
 from core.ports import SandboxSpec
 from core.redact import Redactor
 from core.states import TaskState
+from jobs.agent.context import cli_prompt
 from jobs.agent.translate import translator_for
 from jobs.context import WorkerContext
 from jobs.pump import EventPump
@@ -88,6 +89,7 @@ class Execution:
             sandbox_uid=_uid(profile.user),
             sandbox_gid=_gid(profile.user),
             auth_header=auth,
+            history_depth=profile.history_depth,
         )
         pump = EventPump(
             self.wc.sessions,
@@ -96,6 +98,7 @@ class Execution:
             run.id,
             on_usage=self._check_usage,
             redactor=self._redactor(auth),
+            limits=self.wc.config.output,
         )
         pump.start()
         outcome = Outcome(TaskState.failed, reason="run did not finish")
@@ -155,14 +158,14 @@ class Execution:
         def translated(line: str) -> None:
             assert translator is not None
             for type_, data in translator.feed(line):
-                pump.add(type_, data)
+                pump.add_agent(type_, data)
 
         on_line = pump.push if translator is None else translated
         try:
             result = await self.wc.sandbox.run(spec, on_line, self.cancel, on_start=self._container_started)
             if translator is not None:
                 for type_, data in translator.finish():
-                    pump.add(type_, data)
+                    pump.add_agent(type_, data)
                 self.steps, self.model = translator.steps, translator.model or self._model(profile)
         except SandboxUnavailable as exc:
             pump.add(EventType.error.value, {"message": str(exc)})
@@ -205,7 +208,10 @@ class Execution:
         """A command profile's environment: its fixed values, the instructions, the model, and —
         only with network on — the one model API key (and base URL) the profile names."""
         env = _base_env(profile)
-        env["HANDOFF_INSTRUCTIONS"] = self.run.instructions or self.task.instructions
+        instructions = self.run.instructions or self.task.instructions
+        if profile.agent_prompt:
+            instructions = cli_prompt(self.task, instructions, f"handoff/{self.task.id}")
+        env["HANDOFF_INSTRUCTIONS"] = instructions
         model = self._model(profile)
         if model:
             env["HANDOFF_MODEL"] = model
@@ -257,6 +263,11 @@ class Execution:
         except WorkspaceError as exc:
             pump.add(EventType.error.value, {"message": str(exc)})
             return Outcome(TaskState.failed, reason=str(exc), exit_code=outcome.exit_code)
+        if pushed.dropped:
+            pump.add(
+                EventType.log.value,
+                {"text": "not committed: " + "; ".join(pushed.dropped[:50]), "dropped": pushed.dropped[:200]},
+            )
         outcome.summary = pump.summary or (None if pushed.changed else "no changes")
         if pushed.changed:
             outcome.branch = pushed.branch

@@ -8,24 +8,37 @@ cost usage that agents report in their events (``data.usage``) so budgets can be
 Every event is redacted (:class:`core.redact.Redactor`) before it is stored: whatever an agent
 printed — a token from an environment dump, a key in a file it read — never reaches the database,
 and so never the dashboard, a GitHub comment or a Slack message built from events.
+
+What an agent prints is bounded (:class:`core.config.OutputLimits`): past ``max_events`` or
+``max_bytes`` per run its events are counted (their usage still counts against budgets) but not
+stored, with one note saying so; while the database lags, at most ``max_pending`` of them wait in
+memory and the rest are dropped, with a note once writing resumes. Handoff's own milestones
+(``progress``, ``result``, ``error``, ``question`` it adds itself) are never dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from core.clock import utcnow
+from core.config import OutputLimits
 from core.db import Sessions
-from core.events import ParsedEvent, parse_line
+from core.events import AGENT_TYPES, ParsedEvent, parse_line
 from core.journal import Journal
 from core.models import EventType, Task
 from core.redact import Redactor
 
 log = logging.getLogger(__name__)
+# Handoff's own events of these types may be dropped like an agent's (the built-in agent's
+# messages and tool calls are as plentiful as a CLI's output).
+_BULK = frozenset(
+    {EventType.log.value, EventType.tool.value, EventType.message.value, EventType.heartbeat.value}
+)
 
 
 class EventPump:
@@ -42,6 +55,7 @@ class EventPump:
         interval: float = 0.05,
         max_batch: int = 500,
         redactor: Redactor | None = None,
+        limits: OutputLimits | None = None,
     ) -> None:
         self.sessions = sessions
         self.journal = journal
@@ -49,6 +63,7 @@ class EventPump:
         self.run_id = run_id
         self.on_usage = on_usage
         self.redactor = redactor or Redactor()
+        self.limits = limits or OutputLimits()
         self.interval = interval
         self.max_batch = max_batch
         self._pending: list[ParsedEvent] = []
@@ -56,7 +71,11 @@ class EventPump:
         self._closed = False
         self._task: asyncio.Task[None] | None = None
         self.summary: str | None = None
-        self.count = 0
+        self.count = 0  # events accepted for storage
+        self.bytes = 0
+        self.over_cap = 0  # agent events past the per-run caps, counted but not stored
+        self.lost = 0  # events dropped while the database lagged, not yet reported
+        self.lost_total = 0
         self.tokens_in = 0
         self.tokens_out = 0
         self.cost_usd = 0.0
@@ -66,24 +85,60 @@ class EventPump:
         self._task = asyncio.create_task(self._loop(), name=f"pump-{self.run_id}")
 
     def push(self, line: str) -> None:
-        """Accept one stdout line (called on the event loop)."""
-        self._accept(parse_line(line))
+        """Accept one stdout line of the agent (called on the event loop)."""
+        self._accept(parse_line(line), agent=True)
+
+    def add_agent(self, type_: str, data: dict[str, Any]) -> None:
+        """Queue an event translated from an agent's output: only agent types, always capped."""
+        if type_ not in AGENT_TYPES:
+            data, type_ = (
+                {"text": json.dumps({"type": type_, "data": data}, default=str)},
+                EventType.log.value,
+            )
+        self._accept(ParsedEvent(type_, utcnow(), data), agent=True)
 
     def add(self, type_: str, data: dict[str, Any]) -> None:
         """Queue an event produced by Handoff itself (not the agent)."""
-        self._accept(ParsedEvent(type_, utcnow(), data))
+        self._accept(ParsedEvent(type_, utcnow(), data), agent=False)
 
-    def _accept(self, event: ParsedEvent) -> None:
+    def _accept(self, event: ParsedEvent, *, agent: bool) -> None:
         event = ParsedEvent(event.type, event.ts, self.redactor.data(event.data))
+        usage = event.data.get("usage")
+        if isinstance(usage, dict):
+            self._count_usage(usage)
         if event.type == EventType.result.value:
             summary = event.data.get("summary")
             if isinstance(summary, str):
                 self.summary = summary
-        usage = event.data.get("usage")
-        if isinstance(usage, dict):
-            self._count_usage(usage)
+        droppable = agent or event.type in _BULK
+        size = len(json.dumps(event.data, default=str, ensure_ascii=False))
+        limits = self.limits
+        if droppable and (self.count >= limits.max_events or self.bytes + size > limits.max_bytes):
+            if not self.over_cap:
+                self._store(
+                    ParsedEvent(
+                        EventType.log.value,
+                        utcnow(),
+                        {
+                            "text": f"[handoff] output past {limits.max_events} events or "
+                            f"{limits.max_bytes} bytes is not stored for this run",
+                            "truncated": True,
+                        },
+                    ),
+                    0,
+                )
+            self.over_cap += 1
+            return
+        if droppable and len(self._pending) >= limits.max_pending:
+            self.lost += 1
+            self.lost_total += 1
+            return
+        self._store(event, size)
+
+    def _store(self, event: ParsedEvent, size: int) -> None:
         self._pending.append(event)
         self.count += 1
+        self.bytes += size
         if len(self._pending) >= self.max_batch:
             self._wake.set()
 
@@ -114,6 +169,10 @@ class EventPump:
 
     async def flush(self) -> None:
         """Write every pending event now."""
+        if self.lost and len(self._pending) < self.limits.max_pending:
+            text = f"[handoff] {self.lost} events were not stored while the database was unavailable"
+            self._store(ParsedEvent(EventType.log.value, utcnow(), {"text": text, "lost": self.lost}), 0)
+            self.lost = 0
         while self._pending:
             batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
             try:

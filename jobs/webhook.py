@@ -72,16 +72,18 @@ class WebhookReporter:
         """An upsert of the task's status record per target."""
         if event.type not in (EventType.status.value, EventType.result.value, EventType.question.value):
             return []
-        state = event.data.get("state", task.state) if event.type == EventType.status.value else task.state
+        # Only status events are the orchestrator's: a result or question comes from the agent,
+        # so its data never supplies the state, the reason or a pull request link.
+        status = event.data if event.type == EventType.status.value else {}
         payload = {
             "task_id": task.id,
             "repo": task.repo,
-            "state": state,
-            "reason": event.data.get("reason"),
+            "state": status.get("state", task.state),
+            "reason": status.get("reason"),
             "event": event.type,
             "seq": event.seq,
-            "summary": event.data.get("summary", task.summary),
-            "pr_url": event.data.get("pr_url", task.pr_url),
+            "summary": status.get("summary", task.summary),
+            "pr_url": status.get("pr_url", task.pr_url),
             "ts": event.ts.isoformat(),
         }
         return [
