@@ -141,6 +141,13 @@ class Ingress:
         if config.model and "model" not in options:
             options["model"] = config.model
         pr = target.pr or {}
+        if pr.get("fork") and not svc.server.fork_pull_requests:
+            return Reply(
+                "This pull request comes from a fork. Working on it would push the fork's commits into "
+                f"{target.repo} as a `handoff/` branch, where this repository's workflows run on them, so "
+                "it is off here (`github.fork_pull_requests: true` in the server's handoff.yml turns it on).",
+                ok=False,
+            )
         if target.is_pr and "base" not in options:
             # Work on top of the pull request; a fork's head is only reachable as refs/pull/N/head.
             options["base"] = f"refs/pull/{target.number}/head" if pr.get("fork") else pr.get("head_ref", "")

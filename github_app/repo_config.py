@@ -53,6 +53,11 @@ class GitHubServerConfig(BaseModel):
     models: list[str] | None = None
     max_budget: BudgetBounds = Field(default_factory=BudgetBounds)
     check_name: str = "Handoff"
+    # Working on a fork's pull request pushes its commits (as modified by the agent) into this
+    # repository as handoff/<task>, where this repository's workflows run on them: opt in.
+    fork_pull_requests: bool = Field(
+        default=False, description="let writers start tasks on pull requests from forks"
+    )
     write_interval_s: float = Field(default=1.0, ge=0, description="between mutating calls, per installation")
     permission_ttl_s: float = Field(default=60.0, ge=0)
     config_ttl_s: float = Field(default=60.0, ge=0)
