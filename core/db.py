@@ -7,6 +7,8 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -65,3 +67,16 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
 def make_sessions(engine: AsyncEngine) -> Sessions:
     """A session factory whose objects stay usable after commit."""
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def is_database_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database did not answer (down, restarting, connection lost).
+
+    Such failures say nothing about the request: the same statement succeeds once the database is
+    back. Errors of the statement itself (a constraint, bad data) are not outages.
+    """
+    if isinstance(exc, OperationalError | InterfaceError | PoolTimeout | ConnectionError):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError | PermissionError)

@@ -9,6 +9,7 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.config import HandoffConfig, load_config
@@ -19,6 +20,7 @@ from core.outbox import Notifier, Reporter
 from core.ports import GitCredentials, Integration, PostPush, Sandbox
 from core.settings import Settings
 from core.tasks import TaskService
+from jobs.dependencies import DATABASE, DOCKER, REDIS, DependencyGate
 from jobs.queue import ArqQueue
 from jobs.sandbox import DockerSandbox
 from jobs.workspace import check_workspace_root
@@ -45,6 +47,8 @@ class WorkerContext:
     post_push: list[PostPush] = field(default_factory=list)
     notifiers: list[Notifier] = field(default_factory=list)
     integrations: list[Integration] = field(default_factory=list)
+    # Whether Redis, the database and Docker answer; the worker's intake waits on it.
+    gate: DependencyGate = field(default_factory=lambda: DependencyGate({}))
 
     async def close(self) -> None:
         """Release connections."""
@@ -98,13 +102,25 @@ def build_worker_context(
     engine = make_engine(settings.database_url)
     sessions = make_sessions(engine)
     queue = ArqQueue(settings.redis_url, settings.handoff_queue_name)
+    sandbox = sandbox or DockerSandbox(base_url=settings.docker_host, instance=settings.instance_id)
     return WorkerContext(
         settings=settings,
         config=config,
         engine=engine,
         sessions=sessions,
         queue=queue,
-        sandbox=sandbox or DockerSandbox(base_url=settings.docker_host, instance=settings.instance_id),
+        sandbox=sandbox,
         tasks=TaskService(sessions, queue, config, journal),
         journal=journal,
+        gate=dependency_gate(engine, queue, sandbox),
     )
+
+
+def dependency_gate(engine: AsyncEngine, queue: ArqQueue, sandbox: Sandbox) -> DependencyGate:
+    """The gate probing this worker's Redis, database and Docker engine."""
+
+    async def database() -> None:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    return DependencyGate({REDIS: queue.ping, DATABASE: database, DOCKER: sandbox.ping})

@@ -36,6 +36,7 @@ from core.config import OutboxConfig
 from core.db import Sessions
 from core.models import ExternalRef, Lock, Outbox, OutboxState
 from core.outbox import GiveUp, Notifier, RateRule, RetryLater
+from jobs.dependencies import describe
 
 log = logging.getLogger(__name__)
 
@@ -95,14 +96,33 @@ class OutboxSender:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until ``stop`` is set; survive database and target outages."""
+        loop = asyncio.get_running_loop()
+        failing_since: float | None = None
+        warned = float("-inf")
+        pause = self.config.poll_s
         while not stop.is_set():
             try:
                 if await self.acquire_lease():
                     await self.tick()
             except Exception as exc:
-                log.warning("outbox pass failed (will retry): %s", exc)
+                # The database is away (or a pass failed for another reason): back off, and say
+                # so every few seconds rather than at every poll.
+                now = loop.time()
+                failing_since = now if failing_since is None else failing_since
+                pause = min(max(pause * 2, self.config.poll_s), 5.0)
+                if now - warned >= 5.0:
+                    warned = now
+                    log.warning(
+                        "outbox passes failing for %.0f s (%s); retrying",
+                        now - failing_since,
+                        describe(exc),
+                    )
+            else:
+                if failing_since is not None:
+                    log.warning("outbox delivering again after %.1f s", loop.time() - failing_since)
+                failing_since, warned, pause = None, float("-inf"), self.config.poll_s
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.config.poll_s)
+                await asyncio.wait_for(self._wake.wait(), pause)
             self._wake.clear()
         await self.release_lease()
 

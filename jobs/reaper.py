@@ -28,6 +28,7 @@ from core.models import Delivery, Outbox, OutboxState, Run, Task
 from core.scheduling import admission_lock, enqueue, promote_waiting
 from core.states import RunOutcome, TaskState
 from jobs.context import WorkerContext
+from jobs.dependencies import DATABASE
 from jobs.queue import job_id
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,12 @@ class Reaper:
 
     async def stale_runs(self) -> int:
         """End or requeue the tasks of runs whose heartbeat stopped."""
-        cutoff = utcnow() - timedelta(seconds=self.wc.config.limits.stale_after_s)
+        stale_after = self.wc.config.limits.stale_after_s
+        if self.wc.gate.up_for(DATABASE) < stale_after:
+            # The database was away a moment ago: every heartbeat is late, for no lost worker.
+            # Give the workers one full period to write theirs again before judging.
+            return 0
+        cutoff = utcnow() - timedelta(seconds=stale_after)
         async with self.wc.sessions() as session:
             rows = await session.execute(
                 select(Run).where(

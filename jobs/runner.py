@@ -13,6 +13,7 @@ import asyncio
 import logging
 from typing import Any
 
+from redis.exceptions import RedisError
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -24,7 +25,9 @@ from core.models import Run, Task
 from core.scheduling import admission_lock, blocked_by, enqueue, promote_waiting, queue_position
 from core.states import RunOutcome, TaskState
 from jobs.context import WorkerContext
+from jobs.dependencies import describe
 from jobs.execute import Execution, Outcome
+from jobs.intake import outage_of
 from jobs.queue import CANCEL_KEY
 
 log = logging.getLogger(__name__)
@@ -55,23 +58,26 @@ class Runner:
         heartbeat = asyncio.create_task(self._heartbeat(task, run, cancel), name=f"heartbeat-{run.id}")
         execution = Execution(self.wc, task, run, cancel)
         try:
-            outcome = await execution.execute()
-        except asyncio.CancelledError:
-            # Worker shutdown past its grace period: the sandbox killed the container on
-            # cancellation; hand the task back to the queue instead of losing it.
-            await asyncio.shield(self._requeue_after_shutdown(task, run))
-            raise
+            try:
+                outcome = await execution.execute()
+            except asyncio.CancelledError:
+                # Worker shutdown past its grace period: the sandbox killed the container on
+                # cancellation; hand the task back to the queue instead of losing it.
+                await asyncio.shield(self._requeue_after_shutdown(task, run))
+                raise
+            # Still ours (heartbeat on, listed as active) until the outcome is written: a reaper
+            # must not take the run for lost while the database or Redis is briefly away.
+            return await self._finish(task, run, outcome)
         finally:
             heartbeat.cancel()
             self.wc.active.pop(task_id, None)
-        return await self._finish(task, run, outcome)
 
     async def _cancel_marked(self, task_id: str) -> bool:
         try:
             pool = await self.wc.queue.pool()
             return bool(await pool.exists(CANCEL_KEY.format(task_id=task_id)))
-        except (QueueUnavailable, OSError):
-            return False
+        except (QueueUnavailable, RedisError, OSError):
+            return False  # Redis away: the heartbeat still reads the cancel flag from the database
 
     async def _lease(self, task_id: str, gen: int) -> tuple[Task, Run] | str:
         journal = self.wc.journal
@@ -145,6 +151,7 @@ class Runner:
         interval = self.wc.config.limits.heartbeat_s
         loop = asyncio.get_running_loop()
         last_beat = loop.time()
+        warned = float("-inf")
         while True:
             await asyncio.sleep(min(1.0, interval))
             try:
@@ -158,9 +165,36 @@ class Runner:
                 if fresh is not None and fresh.cancel_requested:
                     cancel.set()
             except Exception as exc:  # a database blip must not kill the run
-                log.warning("heartbeat of run %s failed: %s", run.id, exc)
+                if loop.time() - warned >= 10.0:
+                    warned = loop.time()
+                    log.warning("heartbeat of run %s failed (%s); the run goes on", run.id, describe(exc))
 
     async def _finish(self, task: Task, run: Run, outcome: Outcome) -> str:
+        """Record the outcome; while the database or Redis is away, wait for it (never drop it)."""
+        loop = asyncio.get_running_loop()
+        delay, since, logged = 0.2, loop.time(), loop.time()
+        while True:
+            try:
+                return await self._record(task, run, outcome)
+            except Exception as exc:
+                dependency = outage_of(exc)
+                if dependency is None:
+                    raise
+                self.wc.gate.lost(dependency, exc)
+                if loop.time() - logged >= 5.0 or delay == 0.2:
+                    logged = loop.time()
+                    log.warning(
+                        "run %s ended %s; waiting %.0f s so far for %s to record it (%s)",
+                        run.id,
+                        outcome.state.value,
+                        loop.time() - since,
+                        dependency,
+                        describe(exc),
+                    )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _record(self, task: Task, run: Run, outcome: Outcome) -> str:
         retry = outcome.retryable and task.tries < task.max_attempts
         journal = self.wc.journal
         try:
@@ -231,33 +265,12 @@ class Runner:
                     )
                 # This run's slot and target are free now: let the oldest waiting tasks in.
                 await promote_waiting(session, journal, self.wc.queue, self.wc.config.limits)
-        except QueueUnavailable:
-            return await self._fail_unqueued(task, run, outcome)
         except StaleState:
             log.warning(
                 "task %s changed state under run %s; outcome %s not recorded", task.id, run.id, outcome.state
             )
             return "stale"
         return TaskState.queued.value if (retry or followup) else outcome.state.value
-
-    async def _fail_unqueued(self, task: Task, run: Run, outcome: Outcome) -> str:
-        """The retry could not be queued (Redis down): end the task rather than leave it running."""
-        async with self.wc.sessions.begin() as session:
-            fresh = await session.get(Task, task.id, populate_existing=True)
-            assert fresh is not None
-            await session.execute(
-                update(Run)
-                .where(col(Run.id) == run.id)
-                .values(outcome=RunOutcome.failed.value, finished_at=utcnow(), error=outcome.reason)
-            )
-            await self.wc.journal.transition(
-                session,
-                fresh,
-                TaskState.failed,
-                reason=f"{outcome.reason}; the retry could not be queued",
-                run_id=run.id,
-            )
-        return TaskState.failed.value
 
     async def _requeue_after_shutdown(self, task: Task, run: Run) -> None:
         try:

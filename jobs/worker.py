@@ -7,18 +7,20 @@ import contextlib
 import logging
 from typing import Any
 
-from arq import Worker
 from arq.cron import cron
 from arq.worker import func
 from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlmodel import col
 
+from core.db import is_database_outage
 from core.errors import DependencyUnavailable
 from core.models import Run
 from core.settings import Settings
 from core.states import RunOutcome
 from jobs.context import WorkerContext, build_worker_context
+from jobs.dependencies import DATABASE
+from jobs.intake import HandoffWorker, retry_on_outage, skip_on_outage
 from jobs.outbox import OutboxSender
 from jobs.queue import CANCEL_CHANNEL, RUN_JOB, redis_settings
 from jobs.reaper import reap
@@ -41,6 +43,12 @@ async def startup(ctx: dict[str, Any]) -> None:
         await asyncio.wait_for(remove_orphans(wc), ORPHAN_SWEEP_S)
     except TimeoutError:
         log.warning("orphan sweep did not finish within %g s; continuing", ORPHAN_SWEEP_S)
+    except Exception as exc:
+        if not is_database_outage(exc):
+            raise
+        # Starting while the database is away: the reaper removes containers of dead runs later.
+        wc.gate.lost(DATABASE, exc)
+        log.warning("orphan sweep skipped: database unavailable (%s)", exc)
     ctx["cancel_listener"] = asyncio.create_task(listen_for_cancels(wc), name="cancel-listener")
     stop = asyncio.Event()
     sender = OutboxSender(wc.sessions, wc.notifiers, wc.config.outbox)
@@ -135,24 +143,30 @@ def worker_kwargs(settings: Settings, wc: WorkerContext | None = None, **overrid
     longest = max(p.limits.timeout_s for p in wc.config.profiles.values())
     kwargs: dict[str, Any] = {
         "functions": [
-            func(run_task, name=RUN_JOB, timeout=longest + 300, max_tries=1000),
+            func(retry_on_outage(run_task), name=RUN_JOB, timeout=longest + 300, max_tries=1000),
             # Integrations' own jobs (e.g. turning a recorded GitHub delivery into a task).
             *(
-                func(job, name=name, timeout=120, max_tries=5)
+                func(retry_on_outage(job), name=name, timeout=120, max_tries=50)
                 for integration in wc.integrations
                 for name, job in integration.extras.get("jobs", {}).items()
             ),
         ],
         "cron_jobs": [
             cron(
-                reap,
+                skip_on_outage(reap),
                 name="reaper",
                 second=set(range(0, 60, wc.config.limits.reaper_interval_s)),
                 unique=True,
                 run_at_startup=True,
                 timeout=120,
             ),
-            cron(reconcile, name="reconciler", minute=set(range(0, 60, 5)), unique=True, timeout=300),
+            cron(
+                skip_on_outage(reconcile),
+                name="reconciler",
+                minute=set(range(0, 60, 5)),
+                unique=True,
+                timeout=300,
+            ),
         ],
         "queue_name": settings.handoff_queue_name,
         "redis_settings": redis_settings(settings.redis_url),
@@ -172,6 +186,7 @@ def worker_kwargs(settings: Settings, wc: WorkerContext | None = None, **overrid
     return kwargs
 
 
-def create_worker(settings: Settings, wc: WorkerContext | None = None, **overrides: Any) -> Worker:
-    """Build an arq worker for ``settings``."""
-    return Worker(**worker_kwargs(settings, wc, **overrides))
+def create_worker(settings: Settings, wc: WorkerContext | None = None, **overrides: Any) -> HandoffWorker:
+    """Build the worker for ``settings``: arq's, made to outlive Redis, database and Docker outages."""
+    kwargs = worker_kwargs(settings, wc, **overrides)
+    return HandoffWorker(gate=kwargs["ctx"]["handoff"].gate, **kwargs)

@@ -26,6 +26,8 @@ from sqlalchemy.engine import make_url
 from core.settings import Settings, load_settings
 
 SANDBOX_IMAGE = "handoff-sandbox:minimal"
+# Private Redis and PostgreSQL servers for fault tests (never the shared ones).
+pytest_plugins = ["tests.private_services"]
 
 
 # ---------------------------------------------------------------- CI: a skip is a failure
@@ -259,12 +261,12 @@ async def api(settings: Settings) -> AsyncIterator[LiveServer]:
 @contextlib.asynccontextmanager
 async def running_worker(settings: Settings, **overrides: Any) -> AsyncIterator[Worker]:
     """An arq worker in this event loop (no signal handlers)."""
-    from jobs.worker import worker_kwargs
+    from jobs.worker import create_worker
     from web.integrations import worker_context
 
     if "ctx" not in overrides:
         overrides["ctx"] = {"handoff": worker_context(settings)}
-    worker = Worker(**worker_kwargs(settings, overrides["ctx"]["handoff"], handle_signals=False, **overrides))
+    worker = create_worker(settings, overrides["ctx"]["handoff"], handle_signals=False, **overrides)
     task = asyncio.create_task(worker.async_run())
     try:
         yield worker

@@ -9,11 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -28,9 +26,10 @@ from sqlmodel import col
 from core.db import make_engine, make_sessions
 from core.models import Run, RunEvent, Task
 from core.settings import Settings
-from tests.conftest import LiveServer, free_port, running_worker, write_config
+from tests.conftest import LiveServer, running_worker, write_config
 from tests.fakes.webhook_target import WebhookTarget
 from tests.helpers import wait_for, wait_until
+from tests.private_services import PrivatePostgres, PrivateRedis
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -154,55 +153,12 @@ async def test_sigterm_honours_grace_then_requeues(
     assert _containers(slow["id"]) == []
 
 
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    """A Redis of this test's own, which the test may stop and start."""
-    port = free_port()
-    state: dict[str, Any] = {"url": f"redis://127.0.0.1:{port}/0", "proc": None}
-
-    def start() -> None:
-        state["proc"] = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(tmp_path),
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        for _ in range(100):
-            if (
-                subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).stdout.strip()
-                == b"PONG"
-            ):
-                return
-            time.sleep(0.05)
-        raise RuntimeError("redis did not start")
-
-    def stop() -> None:
-        state["proc"].kill()
-        state["proc"].wait(10)
-
-    state["start"], state["stop"] = start, stop
-    start()
-    yield state
-    with contextlib.suppress(Exception):
-        stop()
-
-
 async def test_redis_restart_loses_no_task(
-    sqlite_settings: Settings, tmp_path: Path, bare_repo: Path, private_redis: dict[str, Any]
+    sqlite_settings: Settings, tmp_path: Path, bare_repo: Path, private_redis: PrivateRedis
 ) -> None:
     from web.app import create_app
 
-    cfg = sqlite_settings.model_copy(update={"redis_url": private_redis["url"]})
+    cfg = sqlite_settings.model_copy(update={"redis_url": private_redis.url})
     async with LiveServer(create_app(cfg)) as api, httpx.AsyncClient(base_url=api.url) as client:
         running = (
             await client.post("/api/tasks", json={"repo": str(bare_repo), "instructions": "sleep 2; touch a"})
@@ -210,12 +166,12 @@ async def test_redis_restart_loses_no_task(
         async with running_worker(cfg):
             await wait_for(client, running["id"], {"running"}, timeout=30)
             # Redis dies mid-run (no persistence: every queued job and arq key is gone).
-            private_redis["stop"]()
+            private_redis.stop()
             down = await client.post("/api/tasks", json={"repo": str(bare_repo), "instructions": "touch b"})
             assert down.status_code == 503
             health = await client.get("/healthz")
             assert health.status_code == 503 and health.json()["checks"]["redis"]["ok"] is False
-            private_redis["start"]()
+            private_redis.start()
             # The API recovers by itself; new work queues again.
             await wait_until(
                 lambda: client.post("/api/tasks", json={"repo": str(bare_repo), "instructions": "touch c"}),
@@ -229,8 +185,8 @@ async def test_redis_restart_loses_no_task(
             ).json()
             for i in range(3)
         ]
-        private_redis["stop"]()
-        private_redis["start"]()
+        private_redis.stop()
+        private_redis.start()
         async with running_worker(cfg):
             for t in queued:
                 done = await wait_for(client, t["id"], timeout=60)
@@ -241,74 +197,12 @@ async def test_redis_restart_loses_no_task(
     assert len(everything) == 5  # the 503 created nothing
 
 
-@pytest.fixture
-def private_postgres(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    """A PostgreSQL cluster of this test's own, which the test may stop and start."""
-    bins = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
-    if not bins:
-        pytest.skip("PostgreSQL server binaries are not installed")
-    pgbin = bins[-1]
-    # pytest's tmp dirs are private to root; the postgres user needs a directory of its own.
-    root = Path(tempfile.mkdtemp(prefix="handoff-pg-"))
-    root.chmod(0o755)
-    as_pg = ["runuser", "-u", "postgres", "--"] if os.getuid() == 0 else []
-    if os.getuid() == 0:
-        shutil.chown(root, "postgres", "postgres")
-    data = root / "data"
-    subprocess.run(
-        [
-            *as_pg,
-            str(pgbin / "initdb"),
-            "-D",
-            str(data),
-            "-U",
-            "handoff",
-            "-A",
-            "trust",
-            "-E",
-            "UTF8",
-            "--locale=C",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    port = free_port()
-
-    def ctl(*args: str) -> None:
-        subprocess.run(
-            [
-                *as_pg,
-                str(pgbin / "pg_ctl"),
-                "-D",
-                str(data),
-                "-l",
-                str(root / "log"),
-                "-w",
-                "-o",
-                f"-p {port} -h 127.0.0.1 -k {root} -c fsync=off",
-                *args,
-            ],
-            check=True,
-            capture_output=True,
-        )
-
-    ctl("start")
-    url = f"postgresql://handoff@127.0.0.1:{port}/postgres"
-    from web.migrate import upgrade
-
-    upgrade(url)
-    yield {"url": url, "stop": lambda: ctl("-m", "immediate", "stop"), "start": lambda: ctl("start")}
-    with contextlib.suppress(Exception):
-        ctl("-m", "immediate", "stop")
-    shutil.rmtree(root, ignore_errors=True)
-
-
 async def test_postgres_restart_api_answers_503_and_recovers(
-    sqlite_settings: Settings, bare_repo: Path, private_postgres: dict[str, Any]
+    sqlite_settings: Settings, bare_repo: Path, private_postgres: PrivatePostgres
 ) -> None:
     from web.app import create_app
 
-    cfg = sqlite_settings.model_copy(update={"database_url": private_postgres["url"]})
+    cfg = sqlite_settings.model_copy(update={"database_url": private_postgres.url})
     statuses: list[tuple[int, str | None]] = []
     async with LiveServer(create_app(cfg)) as api, httpx.AsyncClient(base_url=api.url) as client:
 
@@ -318,10 +212,10 @@ async def test_postgres_restart_api_answers_503_and_recovers(
 
         for i in range(5):
             await post(i)
-        await asyncio.to_thread(private_postgres["stop"])
+        await asyncio.to_thread(private_postgres.stop)
         for i in range(5, 10):
             await post(i)
-        await asyncio.to_thread(private_postgres["start"])
+        await asyncio.to_thread(private_postgres.start)
         for i in range(10, 15):
             await post(i)
         listed = (await client.get("/api/tasks", params={"limit": 200})).json()

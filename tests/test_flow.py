@@ -147,13 +147,32 @@ async def test_redis_down_answers_503_and_creates_nothing(settings: Settings) ->
         assert checks["redis"]["ok"] is False and checks["database"]["ok"] is True
 
 
-async def test_docker_down_fails_sandbox_unavailable_after_retries(
+async def test_docker_down_holds_runs_in_the_queue(
+    api: LiveServer, settings: Settings, bare_repo: Path
+) -> None:
+    no_docker = settings.model_copy(update={"docker_host": "unix:///nonexistent/docker.sock"})
+    async with httpx.AsyncClient(base_url=api.url) as client:
+        task = (await client.post("/api/tasks", json={"repo": str(bare_repo), "instructions": "ls"})).json()
+        async with running_worker(no_docker) as worker:
+            await asyncio.sleep(3)
+            held = (await client.get(f"/api/tasks/{task['id']}")).json()
+            gate = worker.ctx["handoff"].gate
+            assert not gate.runs_open() and gate.intake_open(), gate.down()
+    # No attempt is spent on an engine known to be away (tests/test_outages.py: it runs on return).
+    assert held["state"] == "queued" and held["runs"] == [], held
+
+
+async def test_docker_lost_after_intake_fails_sandbox_unavailable_after_retries(
     api: LiveServer, settings: Settings, bare_repo: Path
 ) -> None:
     no_docker = settings.model_copy(update={"docker_host": "unix:///nonexistent/docker.sock"})
     from jobs.context import build_worker_context
+    from jobs.dependencies import DependencyGate
 
     wc = build_worker_context(no_docker)
+    # The engine goes away between the intake's check and the container's start: a gate that has
+    # not noticed yet lets the run through, and each try fails "sandbox unavailable".
+    wc.gate = DependencyGate({})
     async with httpx.AsyncClient(base_url=api.url) as client:
         task = (await client.post("/api/tasks", json={"repo": str(bare_repo), "instructions": "ls"})).json()
         async with running_worker(no_docker, ctx={"handoff": wc}):

@@ -86,12 +86,12 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
     import uvicorn
 
     from web.app import create_app
-    from web.migrate import upgrade
+    from web.migrate import upgrade_when_reachable
 
     _configure_logging()
     settings = _settings()
     _check_bind(settings, host)
-    upgrade(settings.database_url)
+    upgrade_when_reachable(settings.database_url)
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info", log_config=None)
 
 
@@ -100,11 +100,11 @@ def worker(burst: bool = False) -> None:
     """Run an arq worker that executes tasks in the Docker sandbox."""
     from jobs.worker import create_worker
     from web.integrations import worker_context
-    from web.migrate import upgrade
+    from web.migrate import upgrade_when_reachable
 
     _configure_logging()
     settings = _settings()
-    upgrade(settings.database_url)
+    upgrade_when_reachable(settings.database_url)
     w = create_worker(settings, worker_context(settings), burst=burst)
     w.run()
 
@@ -193,19 +193,18 @@ async def _start_slack_socket_mode(api: Any, settings: Settings) -> Callable[[],
 def up(host: str = "127.0.0.1", port: int = 8000) -> None:
     """API and worker in one process, for a laptop (starts a local Redis if needed)."""
     import uvicorn
-    from arq import Worker
 
-    from jobs.worker import worker_kwargs
+    from jobs.worker import create_worker
     from web.app import create_app
     from web.integrations import worker_context
-    from web.migrate import upgrade
+    from web.migrate import upgrade_when_reachable
 
     _configure_logging()
     settings = _settings()
     _check_bind(settings, host)
     redis_proc = _start_local_redis(settings.redis_url, Path(".handoff/redis"))
     try:
-        upgrade(settings.database_url)
+        upgrade_when_reachable(settings.database_url)
 
         async def main() -> None:
             api = create_app(settings)
@@ -213,7 +212,7 @@ def up(host: str = "127.0.0.1", port: int = 8000) -> None:
             server = uvicorn.Server(
                 uvicorn.Config(api, host=host, port=port, log_level="info", log_config=None)
             )
-            w = Worker(**worker_kwargs(settings, worker_context(settings), handle_signals=False))
+            w = create_worker(settings, worker_context(settings), handle_signals=False)
             worker_task = asyncio.create_task(w.async_run())
             serve = asyncio.create_task(server.serve())
             while not server.started and not serve.done():  # noqa: ASYNC110 (uvicorn exposes a flag)
