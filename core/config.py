@@ -102,7 +102,7 @@ class ConcurrencyLimits(BaseModel):
         default=30.0, gt=0, description="re-enqueue a queued task whose job vanished"
     )
     retention_days: float = Field(
-        default=14.0, ge=4.0, description="keep delivery records and sent notifications this long"
+        default=14.0, ge=4.0, description="keep delivery records, sent notifications and ended tasks' events this long"
     )
     reaper_interval_s: int = Field(default=5, ge=1, le=60, description="seconds between reaper passes")
 
@@ -122,14 +122,15 @@ class OutputLimits(BaseModel):
 class Budget(BaseModel):
     """Per-task budgets; ``None`` means no limit. A task's own budget may only tighten them."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Bounded above (and no NaN or infinity): a budget arrives from outside and is stored as JSON.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    wall_clock_s: float | None = Field(default=None, gt=0)
-    max_tokens: int | None = Field(default=None, gt=0)
-    max_cost_usd: float | None = Field(default=None, gt=0)
-    max_steps: int | None = Field(default=None, gt=0, description="model calls (built-in agent)")
-    max_input_tokens: int | None = Field(default=None, gt=0)
-    max_output_tokens: int | None = Field(default=None, gt=0)
+    wall_clock_s: float | None = Field(default=None, gt=0, le=30 * 86400)
+    max_tokens: int | None = Field(default=None, gt=0, le=10**12)
+    max_cost_usd: float | None = Field(default=None, gt=0, le=1_000_000)
+    max_steps: int | None = Field(default=None, gt=0, le=1_000_000, description="model calls (built-in agent)")
+    max_input_tokens: int | None = Field(default=None, gt=0, le=10**12)
+    max_output_tokens: int | None = Field(default=None, gt=0, le=10**12)
 
     def tightened(self, task_budget: dict[str, Any]) -> Budget:
         """This budget narrowed by a task's own values (never widened)."""

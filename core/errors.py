@@ -7,6 +7,7 @@
     ├── NotFound               a task, run or profile does not exist
     ├── InvalidTransition      the state machine refused a transition
     ├── PermissionDenied       the requester may not do this
+    ├── InvalidInput           a value from outside cannot be accepted (names the field)
     ├── DependencyUnavailable  a backing service does not answer
     │   ├── QueueUnavailable   Redis / arq
     │   ├── DatabaseUnavailable
@@ -43,6 +44,15 @@ class InvalidTransition(HandoffError):
 
 class PermissionDenied(HandoffError):
     """The requester may not perform this action."""
+
+
+class InvalidInput(HandoffError):
+    """A value from outside cannot be accepted (e.g. text with NUL); ``field`` names it."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
 
 
 class DependencyUnavailable(HandoffError):

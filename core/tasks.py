@@ -21,6 +21,7 @@ from sqlmodel import col
 from core.config import HandoffConfig
 from core.db import Sessions
 from core.errors import InvalidTransition, NotFound
+from core.inputs import check_text, text_problem
 from core.journal import Journal
 from core.models import AuditEntry, EventType, Run, Task, TaskSource
 from core.ports import Queue
@@ -76,6 +77,8 @@ class TaskService:
 
         A repeated ``dedupe_key`` returns the existing task with ``created=False``.
         """
+        for name in ("repo", "instructions", "agent", "base_ref", "requester", "dedupe_key", "target_key"):
+            check_text(name, getattr(new, name))
         agent, _profile = self.config.profile(new.agent)
         if new.dedupe_key is not None:
             existing = await self.by_dedupe(new.dedupe_key)
@@ -138,6 +141,8 @@ class TaskService:
 
     async def get(self, task_id: str) -> Task:
         """Return the task or raise :class:`NotFound`."""
+        if text_problem(task_id):
+            raise NotFound("no such task")  # no id has such characters; never ask the database
         async with self.sessions() as session:
             task = await session.get(Task, task_id)
         if task is None:
@@ -154,6 +159,8 @@ class TaskService:
 
     async def get_run(self, run_id: str) -> Run:
         """Return the run or raise :class:`NotFound`."""
+        if text_problem(run_id):
+            raise NotFound("no such run")
         async with self.sessions() as session:
             run = await session.get(Run, run_id)
         if run is None:
@@ -164,6 +171,8 @@ class TaskService:
         self, filters: TaskFilter, *, offset: int = 0, limit: int = 50
     ) -> tuple[Sequence[Task], int]:
         """A page of tasks (newest first) and the total matching ``filters``."""
+        for name in ("repo", "state", "source", "requester"):
+            check_text(name, getattr(filters, name))
         conditions: list[Any] = []
         for column, value in (
             (col(Task.repo), filters.repo),
@@ -250,6 +259,7 @@ class TaskService:
         A task waiting for the answer to its agent's question is queued at once: the follow-up is
         the answer, and the next run resumes the agent's conversation with it.
         """
+        check_text("text", text)
         async with self.sessions.begin() as session:
             task = await self._locked(session, task_id)
             entry = {"text": text, "author": actor, "context": context or {}}
@@ -326,6 +336,8 @@ class TaskService:
             )
 
     async def _locked(self, session: Any, task_id: str) -> Task:
+        if text_problem(task_id):
+            raise NotFound("no such task")
         task: Task | None = await session.get(Task, task_id, with_for_update=True)
         if task is None:
             raise NotFound(f"task {task_id} not found")

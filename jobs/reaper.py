@@ -8,7 +8,9 @@ Every pass it:
   requested — reporting the outcome through the journal and so the outbox;
 * re-enqueues ``queued`` tasks whose job is gone from Redis (e.g. Redis restarted without
   persistence), with a new queue generation;
-* promotes waiting tasks into free slots (in case a promotion was missed).
+* promotes waiting tasks into free slots (in case a promotion was missed);
+* at most hourly, prunes what is past ``retention_days``: delivery records, sent notifications, and
+  the events of tasks that ended before then.
 """
 
 from __future__ import annotations
@@ -24,14 +26,16 @@ from sqlmodel import col
 from core.clock import utcnow
 from core.errors import DependencyUnavailable
 from core.journal import StaleState
-from core.models import Delivery, Outbox, OutboxState, Run, Task
+from core.models import Delivery, Outbox, OutboxState, Run, RunEvent, Task
 from core.scheduling import admission_lock, enqueue, promote_waiting
-from core.states import RunOutcome, TaskState
+from core.states import TERMINAL, RunOutcome, TaskState
 from jobs.context import WorkerContext
 from jobs.dependencies import DATABASE
 from jobs.queue import job_id
 
 log = logging.getLogger(__name__)
+
+TERMINAL_STATES = sorted(state.value for state in TERMINAL)
 
 
 async def reap(ctx: dict[str, Any]) -> dict[str, int]:
@@ -62,11 +66,13 @@ class Reaper:
             log.info("reaper: %s", counts)
         return counts
 
-    async def prune(self, every_s: float = 3600.0, batch: int = 5000) -> int:
-        """Delete old delivery records and finished notifications (at most hourly).
+    async def prune(self, every_s: float = 3600.0, batch: int = 5000, max_batches: int = 20) -> int:
+        """Delete old delivery records, finished notifications and the events of tasks that ended
+        before the retention horizon (at most hourly, in short transactions).
 
         Deliveries are kept longer than GitHub's 3-day redelivery window, so a redelivered event is
-        still recognised as a repeat.
+        still recognised as a repeat. Events go in batches of ``batch``; when ``max_batches`` were
+        not enough, the next pass (not the next hour) goes on.
         """
         loop_time = asyncio.get_running_loop().time()
         if loop_time - self.wc.last_prune < every_s:
@@ -74,6 +80,24 @@ class Reaper:
         self.wc.last_prune = loop_time
         cutoff = utcnow() - timedelta(days=self.wc.config.limits.retention_days)
         removed = 0
+        for _ in range(max_batches):
+            async with self.wc.sessions.begin() as session:
+                old_events = (
+                    select(col(RunEvent.id))
+                    .join(Task, col(Task.id) == col(RunEvent.task_id))
+                    .where(col(RunEvent.ts) < cutoff, col(Task.state).in_(TERMINAL_STATES))
+                    .where(col(Task.finished_at) < cutoff)
+                    .limit(batch)
+                )
+                result = await session.execute(
+                    delete(RunEvent).where(col(RunEvent.id).in_(old_events.scalar_subquery()))
+                )
+            deleted = int(result.rowcount or 0)  # type: ignore[attr-defined]
+            removed += deleted
+            if deleted < batch:
+                break
+        else:
+            self.wc.last_prune = float("-inf")  # more to do: continue on the next pass
         async with self.wc.sessions.begin() as session:
             old = select(col(Delivery.id)).where(col(Delivery.received_at) < cutoff).limit(batch)
             result = await session.execute(

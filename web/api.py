@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
-from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import select
-from sqlmodel import col
 
 from core.config import Budget
-from core.models import RunEvent, Task, TaskSource
-from core.states import RunOutcome
+from core.inputs import MAX_OFFSET, MAX_SEQ, SafeText, SafeTime
+from core.models import Task, TaskSource
 from core.tasks import NewTask, TaskFilter
 from web.deps import ServicesDep, require_token
+from web.events import DEFAULT_PAGE, MAX_PAGE, events_after, follow_events
 
 router = APIRouter(prefix="/api", dependencies=[Depends(require_token)], tags=["tasks"])
 
@@ -28,10 +23,10 @@ class TaskCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    repo: str = Field(min_length=1, max_length=1000, description="a local path or git URL")
-    instructions: str = Field(min_length=1, max_length=100_000)
-    agent: str | None = Field(default=None, max_length=100, description="agent profile name")
-    base_ref: str | None = Field(default=None, max_length=255)
+    repo: SafeText = Field(min_length=1, max_length=1000, description="a local path or git URL")
+    instructions: SafeText = Field(min_length=1, max_length=100_000)
+    agent: SafeText | None = Field(default=None, max_length=100, description="agent profile name")
+    base_ref: SafeText | None = Field(default=None, max_length=255)
     budget: Budget | None = Field(default=None, description="tighten the server's budgets for this task")
 
     @field_validator("repo", "instructions")
@@ -79,13 +74,13 @@ async def create_task(body: TaskCreate, svc: ServicesDep) -> dict[str, Any]:
 @router.get("/tasks")
 async def list_tasks(
     svc: ServicesDep,
-    repo: str | None = None,
-    state: str | None = None,
-    source: str | None = None,
-    requester: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    repo: Annotated[SafeText | None, Query(max_length=1000)] = None,
+    state: Annotated[SafeText | None, Query(max_length=32)] = None,
+    source: Annotated[SafeText | None, Query(max_length=32)] = None,
+    requester: Annotated[SafeText | None, Query(max_length=255)] = None,
+    since: SafeTime | None = None,
+    until: SafeTime | None = None,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> dict[str, Any]:
     """A page of tasks, newest first: ``{"items": [...], "total": n}``."""
@@ -121,7 +116,7 @@ class FollowUp(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    text: str = Field(min_length=1, max_length=100_000)
+    text: SafeText = Field(min_length=1, max_length=100_000)
 
 
 @router.post("/tasks/{task_id}/followup")
@@ -136,59 +131,33 @@ async def run_events(
     run_id: str,
     request: Request,
     svc: ServicesDep,
-    after: Annotated[int, Query(ge=0, description="only events with a larger seq")] = 0,
-    accept: Annotated[str | None, Header()] = None,
-    last_event_id: Annotated[str | None, Header()] = None,
+    after: Annotated[int, Query(ge=0, le=MAX_SEQ, description="only events with a larger seq")] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="events per page")] = DEFAULT_PAGE,
+    accept: Annotated[str | None, Header(max_length=1000)] = None,
+    last_event_id: Annotated[str | None, Header(max_length=20)] = None,
 ) -> dict[str, Any] | StreamingResponse:
-    """The events of a run as JSON, or as server-sent events that follow a live run."""
+    """A page of the run's events as JSON, or server-sent events that follow a live run.
+
+    JSON pages hold at most ``limit`` events after ``after``: ``next_after`` is the cursor for the
+    next page and ``more`` says whether that page has events already. Server-sent events resume
+    from ``Last-Event-ID`` (or ``after``) and end with an ``end`` event once the run has ended.
+    """
     run = await svc.tasks.get_run(run_id)
     if accept and "text/event-stream" in accept:
-        start = int(last_event_id) if last_event_id and last_event_id.isdigit() else after
+        start = after
+        if last_event_id and last_event_id.isascii() and last_event_id.isdigit():
+            start = min(int(last_event_id), MAX_SEQ)
         return StreamingResponse(
-            _follow(svc, run_id, start, request),
+            follow_events(svc, run_id, start, request),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
-    events = await _events_after(svc, run_id, after, limit=10_000)
-    return {"run_id": run.id, "outcome": run.outcome, "items": [e.wire() for e in events]}
-
-
-async def _events_after(svc: ServicesDep, run_id: str, after: int, limit: int = 500) -> list[RunEvent]:
-    async with svc.sessions() as session:
-        rows = await session.execute(
-            select(RunEvent)
-            .where(col(RunEvent.run_id) == run_id, col(RunEvent.seq) > after)
-            .order_by(col(RunEvent.seq))
-            .limit(limit)
-        )
-        return list(rows.scalars())
-
-
-async def _follow(svc: ServicesDep, run_id: str, after: int, request: Request) -> AsyncIterator[str]:
-    """Yield SSE frames for new events until the run has ended and everything was sent."""
-    last = after
-    idle = 0.0
-    while True:
-        events = await _events_after(svc, run_id, last)
-        for event in events:
-            last = event.seq
-            yield f"id: {event.seq}\nevent: {event.type}\ndata: {json.dumps(event.wire())}\n\n"
-        if events:
-            idle = 0.0
-            continue
-        run = await svc.tasks.get_run(run_id)
-        if run.outcome != RunOutcome.running.value:
-            # One last read: events written just before the run was closed.
-            tail = await _events_after(svc, run_id, last)
-            for event in tail:
-                last = event.seq
-                yield f"id: {event.seq}\nevent: {event.type}\ndata: {json.dumps(event.wire())}\n\n"
-            yield f"event: end\ndata: {json.dumps({'outcome': run.outcome})}\n\n"
-            return
-        if await request.is_disconnected():
-            return
-        await asyncio.sleep(0.1)
-        idle += 0.1
-        if idle >= 15:
-            idle = 0.0
-            yield ": keep-alive\n\n"
+    events = await events_after(svc.sessions, run_id, after, limit=limit + 1)
+    page = events[:limit]
+    return {
+        "run_id": run.id,
+        "outcome": run.outcome,
+        "items": [e.wire() for e in page],
+        "next_after": page[-1].seq if page else after,
+        "more": len(events) > limit,
+    }

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import gc
+import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
 
@@ -15,6 +18,7 @@ from core.errors import (
     ConfigError,
     DependencyUnavailable,
     HandoffError,
+    InvalidInput,
     InvalidTransition,
     NotFound,
     PermissionDenied,
@@ -34,6 +38,23 @@ _STATUS: list[tuple[type[HandoffError], int]] = [
     (DependencyUnavailable, 503),
     (ConfigError, 422),
 ]
+
+
+class _AsciiJSON(JSONResponse):
+    """JSON escaped to ASCII: an error about invalid Unicode must itself be encodable."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode()
+
+
+def invalid_response(errors: Sequence[Any]) -> JSONResponse:
+    """422 naming each refused field (``loc``) and why (``msg``); the refused value is not echoed."""
+    detail = [
+        {"type": e.get("type"), "loc": list(e.get("loc", ())), "msg": str(e.get("msg", ""))}
+        for e in errors
+        if isinstance(e, dict)
+    ]
+    return _AsciiJSON({"detail": detail}, status_code=422)
 
 
 def create_app(
@@ -60,6 +81,14 @@ def create_app(
             await services.close()
 
     app = FastAPI(title="Handoff", version="0.1.0", lifespan=lifespan)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return invalid_response(exc.errors())
+
+    @app.exception_handler(InvalidInput)
+    async def _invalid_input(request: Request, exc: InvalidInput) -> JSONResponse:
+        return invalid_response([{"type": "value_error", "loc": ["body", exc.field], "msg": exc.problem}])
 
     @app.exception_handler(HandoffError)
     async def _handoff_error(request: Request, exc: HandoffError) -> JSONResponse:

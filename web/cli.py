@@ -353,8 +353,12 @@ def _follow_task(task_id: str, follow: bool = True) -> None:
         status.update("running…")
     run_id = task["runs"][-1]["id"]
     if not follow:
-        for event in _call("GET", f"/api/runs/{run_id}/events")["items"]:
-            _print_event(event)
+        after, more = 0, True
+        while more:  # the API pages the events (by sequence number)
+            page = _call("GET", f"/api/runs/{run_id}/events", params={"after": after, "limit": 1000})
+            for event in page["items"]:
+                _print_event(event)
+            after, more = page["next_after"], page["more"]
         return
     with (
         _client() as client,

@@ -17,11 +17,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
+from core.db import is_database_outage
+from core.inputs import MAX_SEQ, SafeText
 from core.models import Run, Task
 from core.states import TaskState
 from web.dashboard import queries
@@ -50,8 +53,8 @@ def frame(event: str, data: str, id_: int | None = None) -> str:
 async def live(
     request: Request,
     task_id: str,
-    run: Annotated[str | None, Query(max_length=40)] = None,
-    after: Annotated[int, Query(ge=0)] = 0,
+    run: Annotated[SafeText | None, Query(max_length=40)] = None,
+    after: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
     follow: bool = False,
     last_event_id: Annotated[str | None, Header(max_length=20)] = None,
 ) -> StreamingResponse:
@@ -63,7 +66,9 @@ async def live(
         raise PageError(401, "Sign in to follow this run.")
     services: Services = request.app.state.services
     await dash.visible_task(services, viewer, task_id)
-    start = int(last_event_id) if last_event_id and last_event_id.isdigit() else after
+    start = after
+    if last_event_id and last_event_id.isascii() and last_event_id.isdigit():
+        start = min(int(last_event_id), MAX_SEQ)
     stream = _follow(request, dash, viewer, services, task_id, run or None, start, follow, session.csrf)
     return StreamingResponse(
         stream,
@@ -94,42 +99,78 @@ async def _follow(
     csrf: str,
 ) -> AsyncIterator[str]:
     started = quiet_since = time.monotonic()
-    seen: tuple[object, ...] | None = None
+    state = _Followed(last)
     while time.monotonic() - started < MAX_STREAM_S:
-        events = await queries.events_after(services.sessions, task_id, run_id, last)
-        if events:
-            last = events[-1].seq
-            html = dash.render_text("_events.html", events=views(events))
-            # Heartbeats render to nothing; still send the id so a reconnect starts after them.
-            yield frame("log", html.strip(), last)
-            quiet_since = time.monotonic()
-        task, runs = await queries.task_and_runs(services.sessions, task_id)
-        if task is None:
+        try:
+            async for frame_ in _step(dash, viewer, services, task_id, run_id, follow, csrf, state):
+                quiet_since = time.monotonic()
+                yield frame_
+        except Exception as exc:
+            if not is_database_outage(exc):
+                raise
+            # The database is away: keep the page's stream open and resume where it was.
+            state.pause = min(state.pause * 2, 2.0)
+        else:
+            state.pause = POLL_S
+        if state.ended or await request.is_disconnected():
             return
-        selected = next((r for r in runs if r.id == run_id), None)
-        fingerprint = _fingerprint(task, runs)
-        if fingerprint != seen:
-            seen = fingerprint
-            context = await status_context(dash, viewer, task, runs, selected)
-            yield frame("status", dash.render_text("_status.html", csrf=csrf, notice=None, **context))
-        latest = runs[-1] if runs else None
-        if follow and latest is not None and latest.id != run_id:
-            yield frame("newrun", f"/tasks/{task_id}")
-            return
-        run_over = selected is None or selected.outcome != "running"
-        if run_over and (TaskState(task.state).terminal or not follow):
-            # One last read: events written just before the run was closed.
-            tail = await queries.events_after(services.sessions, task_id, run_id, last)
-            if tail:
-                last = tail[-1].seq
-                yield frame("log", dash.render_text("_events.html", events=views(tail)).strip(), last)
-            yield frame("end", task.state)
-            return
-        if await request.is_disconnected():
-            return
-        if events and len(events) >= 200:
+        if state.busy:
             continue  # more are waiting: no pause
         if time.monotonic() - quiet_since >= KEEPALIVE_S:
             quiet_since = time.monotonic()
             yield ": keep-alive\n\n"
-        await asyncio.sleep(POLL_S)
+        await asyncio.sleep(state.pause)
+
+
+@dataclass
+class _Followed:
+    """Where a live stream stands between two polls."""
+
+    last: int
+    seen: tuple[object, ...] | None = None
+    ended: bool = False
+    busy: bool = False
+    pause: float = POLL_S
+
+
+async def _step(
+    dash: Dashboard,
+    viewer: Viewer,
+    services: Services,
+    task_id: str,
+    run_id: str | None,
+    follow: bool,
+    csrf: str,
+    state: _Followed,
+) -> AsyncIterator[str]:
+    """One poll: new log lines, a changed status, a newer run, or the end."""
+    events = await queries.events_after(services.sessions, task_id, run_id, state.last)
+    state.busy = len(events) >= 200
+    if events:
+        state.last = events[-1].seq
+        html = dash.render_text("_events.html", events=views(events))
+        # Heartbeats render to nothing; still send the id so a reconnect starts after them.
+        yield frame("log", html.strip(), state.last)
+    task, runs = await queries.task_and_runs(services.sessions, task_id)
+    if task is None:
+        state.ended = True
+        return
+    selected = next((r for r in runs if r.id == run_id), None)
+    fingerprint = _fingerprint(task, runs)
+    if fingerprint != state.seen:
+        state.seen = fingerprint
+        context = await status_context(dash, viewer, task, runs, selected)
+        yield frame("status", dash.render_text("_status.html", csrf=csrf, notice=None, **context))
+    latest = runs[-1] if runs else None
+    if follow and latest is not None and latest.id != run_id:
+        state.ended = True
+        yield frame("newrun", f"/tasks/{task_id}")
+        return
+    run_over = selected is None or selected.outcome != "running"
+    if run_over and (TaskState(task.state).terminal or not follow):
+        # A last read: events written just before the run was closed.
+        while tail := await queries.events_after(services.sessions, task_id, run_id, state.last):
+            state.last = tail[-1].seq
+            yield frame("log", dash.render_text("_events.html", events=views(tail)).strip(), state.last)
+        state.ended = True
+        yield frame("end", task.state)

@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from core.commands import Registry
 from core.errors import HandoffError, InvalidTransition, NotFound
+from core.inputs import SafeText
 from core.models import Run, Task, TaskSource
 from core.states import TaskState
 from core.tasks import TaskFilter
@@ -55,10 +56,10 @@ def _date(value: str | None, *, end: bool = False) -> datetime | None:
         return None
     try:
         day = datetime.strptime(value, "%Y-%m-%d").date()
-    except ValueError:
+        # ``until`` names the last day wanted, so the bound is the start of the next one.
+        return datetime.combine(day + timedelta(days=1 if end else 0), time(), tzinfo=UTC)
+    except (ValueError, OverflowError):  # not a date, or 9999-12-31 as ``until``: no bound
         return None
-    # ``until`` names the last day wanted, so the bound is the start of the next one.
-    return datetime.combine(day + timedelta(days=1 if end else 0), time(), tzinfo=UTC)
 
 
 async def _queue_depth(services: Services) -> int | None:
@@ -71,12 +72,12 @@ async def _queue_depth(services: Services) -> int | None:
 @router.get("/tasks")
 async def tasks_page(
     request: Request,
-    repo: Annotated[str | None, Query(max_length=1000)] = None,
-    state: Annotated[str | None, Query(max_length=32)] = None,
-    source: Annotated[str | None, Query(max_length=32)] = None,
-    requester: Annotated[str | None, Query(max_length=255)] = None,
-    since: Annotated[str | None, Query(max_length=10)] = None,
-    until: Annotated[str | None, Query(max_length=10)] = None,
+    repo: Annotated[SafeText | None, Query(max_length=1000)] = None,
+    state: Annotated[SafeText | None, Query(max_length=32)] = None,
+    source: Annotated[SafeText | None, Query(max_length=32)] = None,
+    requester: Annotated[SafeText | None, Query(max_length=255)] = None,
+    since: Annotated[SafeText | None, Query(max_length=10)] = None,
+    until: Annotated[SafeText | None, Query(max_length=10)] = None,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> HTMLResponse:
     """Tasks the viewer may see, newest first, with filters; queue depth and running count on top."""
@@ -163,8 +164,8 @@ async def status_context(
 async def task_page(
     request: Request,
     task_id: str,
-    run: Annotated[str | None, Query(max_length=40)] = None,
-    notice: Annotated[str | None, Query(max_length=40)] = None,
+    run: Annotated[SafeText | None, Query(max_length=40)] = None,
+    notice: Annotated[SafeText | None, Query(max_length=40)] = None,
 ) -> HTMLResponse:
     """A task: its state, source, runs; the selected run's live log, metrics and diff."""
     dash, session, viewer, services = _begin(request)
@@ -199,7 +200,7 @@ async def task_page(
 
 @router.get("/tasks/{task_id}/diff")
 async def diff_fragment(
-    request: Request, task_id: str, run: Annotated[str | None, Query(max_length=40)] = None
+    request: Request, task_id: str, run: Annotated[SafeText | None, Query(max_length=40)] = None
 ) -> HTMLResponse:
     """The diff section alone (the page reloads it when a live run ends)."""
     dash, session, viewer, services = _begin(request)
