@@ -3,7 +3,7 @@
 # sandbox image, run the whole suite. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-HANDOFF_BOOTSTRAP_POSTGRES=1 HANDOFF_BOOTSTRAP_BROWSER=1 bash scripts/bootstrap.sh
+HANDOFF_BOOTSTRAP_TEST=1 bash scripts/bootstrap.sh
 export PATH="$HOME/.local/bin:$PATH"
 source scripts/services.sh
 trap stop_services EXIT
