@@ -1,29 +1,67 @@
-"""``/healthz`` (each dependency checked and reported) and ``/metrics`` (Prometheus)."""
+"""Probes and metrics.
+
+``/livez`` (the process answers), ``/readyz`` (what the API needs to serve: the database and Redis),
+``/healthz`` (every dependency, Docker included, each reported) and ``/metrics`` (Prometheus).
+The API does not need Docker (in a compose deployment it has no socket); the worker does, and
+``handoff doctor`` reports it there.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
+from arq.constants import health_check_key_suffix
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+from redis.exceptions import RedisError
 from sqlalchemy import select, text
 from sqlmodel import col
 
-from core.errors import HandoffError
+from core.errors import HandoffError, QueueUnavailable
 from core.models import Run
+from core.ports import Queue
 from core.states import RunOutcome, TaskState
+from jobs.queue import ArqQueue
 from web.deps import ServicesDep
 from web.services import Services
 
 router = APIRouter(tags=["operations"])
 
 DURATION_BUCKETS = (5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+# `handoff worker` and `handoff up` record arq's health key this often (arq's default is an hour).
+WORKER_HEALTH_INTERVAL_S = 10
+
+
+@dataclass(frozen=True)
+class WorkerBeat:
+    """The newest report of a live arq worker (the key expires one interval after it was written)."""
+
+    age_s: float
+    info: str
+
+
+async def last_worker_beat(queue: Queue) -> WorkerBeat | None:
+    """What the last live worker reported, or ``None`` when no worker reported lately."""
+    if not isinstance(queue, ArqQueue):
+        return None
+    pool = await queue.pool()
+    key = queue.queue_name + health_check_key_suffix
+    try:
+        raw, ttl_ms = await asyncio.gather(pool.get(key), pool.pttl(key))
+    except (RedisError, OSError) as exc:
+        raise QueueUnavailable(f"redis unavailable: {exc}") from exc
+    if raw is None:
+        return None
+    age = max(0.0, WORKER_HEALTH_INTERVAL_S + 1 - ttl_ms / 1000) if ttl_ms and ttl_ms > 0 else 0.0
+    info = raw.decode() if isinstance(raw, bytes) else str(raw)
+    return WorkerBeat(age_s=round(age, 1), info=info.split(" ", 2)[-1])
 
 
 async def _check(fn: Callable[[], Awaitable[Any]], limit_s: float = 3.0) -> dict[str, Any]:
@@ -37,24 +75,42 @@ async def _check(fn: Callable[[], Awaitable[Any]], limit_s: float = 3.0) -> dict
     return {"ok": True, "latency_ms": round((time.perf_counter() - start) * 1000, 1)}
 
 
-async def check_dependencies(svc: Services) -> dict[str, dict[str, Any]]:
-    """Check the database, Redis and Docker concurrently."""
+async def check_dependencies(svc: Services, docker: bool = True) -> dict[str, dict[str, Any]]:
+    """Check the database, Redis and (unless ``docker`` is false) Docker concurrently."""
 
     async def database() -> None:
         async with svc.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
 
-    names = ("database", "redis", "docker")
-    results = await asyncio.gather(_check(database), _check(svc.queue.ping), _check(svc.sandbox.ping))
-    return dict(zip(names, results, strict=True))
+    probes: dict[str, Callable[[], Awaitable[Any]]] = {"database": database, "redis": svc.queue.ping}
+    if docker:
+        probes["docker"] = svc.sandbox.ping
+    results = await asyncio.gather(*(_check(probe) for probe in probes.values()))
+    return dict(zip(probes, results, strict=True))
+
+
+def _report(checks: dict[str, dict[str, Any]]) -> JSONResponse:
+    ok = all(c["ok"] for c in checks.values())
+    headers = None if ok else {"Retry-After": "5"}
+    return JSONResponse({"ok": ok, "checks": checks}, status_code=200 if ok else 503, headers=headers)
+
+
+@router.get("/livez")
+async def livez() -> dict[str, bool]:
+    """200 while the process and its event loop answer (restart the process when this fails)."""
+    return {"ok": True}
+
+
+@router.get("/readyz")
+async def readyz(svc: ServicesDep) -> JSONResponse:
+    """200 when the API can serve (database and Redis answer), else 503 naming what is down."""
+    return _report(await check_dependencies(svc, docker=False))
 
 
 @router.get("/healthz")
 async def healthz(svc: ServicesDep) -> JSONResponse:
-    """200 when every dependency answers, else 503; each dependency is reported."""
-    checks = await check_dependencies(svc)
-    ok = all(c["ok"] for c in checks.values())
-    return JSONResponse({"ok": ok, "checks": checks}, status_code=200 if ok else 503)
+    """200 when every dependency answers, Docker included, else 503; each dependency is reported."""
+    return _report(await check_dependencies(svc))
 
 
 class _Snapshot(Collector):
