@@ -27,7 +27,10 @@ def default_data_dir() -> Path:
 class Settings(BaseSettings):
     """Everything a Handoff process needs to start; names match the environment variables."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", env_file_encoding="utf-8")
+    # An empty value (``SLACK_BOT_TOKEN=`` in .env, ``${X:-}`` in compose) means unset, not "".
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", env_file_encoding="utf-8", env_ignore_empty=True
+    )
 
     database_url: str = Field(default="sqlite:///./.handoff/handoff.db")
     redis_url: str = Field(default="redis://localhost:6379/0")
