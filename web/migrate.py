@@ -1,4 +1,10 @@
-"""Apply the Alembic migrations (``handoff db upgrade``; ``serve`` and ``up`` run it at start)."""
+"""Apply the Alembic migrations (``handoff db upgrade``; ``serve``, ``worker`` and ``up`` run it at
+start unless told not to).
+
+Several processes may start at once against one PostgreSQL database (an API and a worker, several
+replicas): they take turns under an advisory lock, so the first migrates and the others find the
+database at head. Without the lock, two would race to create the same tables.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +15,15 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
 
 from core.db import ensure_sqlite_dir, is_database_outage, sync_url
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+# pg_advisory_lock key shared by every Handoff process migrating one database ("hndf").
+MIGRATION_LOCK = 0x686E6466
 
 
 def alembic_config(database_url: str) -> Config:
@@ -26,7 +37,19 @@ def alembic_config(database_url: str) -> Config:
 def upgrade(database_url: str, revision: str = "head") -> None:
     """Bring the database at ``database_url`` to ``revision``."""
     ensure_sqlite_dir(database_url)
-    command.upgrade(alembic_config(database_url), revision)
+    if make_url(database_url).get_backend_name() not in {"postgresql", "postgres"}:
+        command.upgrade(alembic_config(database_url), revision)
+        return
+    engine = create_engine(sync_url(database_url), poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
+            try:
+                command.upgrade(alembic_config(database_url), revision)
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK})
+    finally:
+        engine.dispose()
 
 
 async def upgrade_async(database_url: str, revision: str = "head") -> None:
