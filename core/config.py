@@ -245,4 +245,14 @@ def load_config(path: Path | None) -> HandoffConfig:
         raise ConfigError(f"HANDOFF_CONFIG: {path}: {problems}") from exc
     if config.default_profile not in config.profiles:
         raise ConfigError(f"HANDOFF_CONFIG: default_profile {config.default_profile!r} is not a profile")
+    # A repository may only pick among github.agents: a name there that is no profile is a typo
+    # that would refuse every such request at run time; say so at start-up instead.
+    agents = config.github.get("agents")
+    if isinstance(agents, list):
+        unknown = [str(a) for a in agents if a not in config.profiles]
+        if unknown:
+            raise ConfigError(
+                f"HANDOFF_CONFIG: {path}: github.agents names no profile: {', '.join(unknown)} "
+                f"(profiles: {', '.join(config.profiles)})"
+            )
     return config
