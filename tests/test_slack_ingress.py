@@ -260,18 +260,28 @@ async def test_doctor_checks_the_token_and_the_scopes(rig: Rig, monkeypatch: pyt
     from pydantic import SecretStr
 
     from bot.doctor import check_slack
+    from core.checks import Check
 
     rows = await check_slack(rig.settings)
-    assert [(name, ok) for name, ok, _ in rows] == [("slack token", True), ("slack scopes", True)]
+    assert [(row.name, row.status) for row in rows] == [
+        ("slack token", "ok"),
+        ("slack scopes", "ok"),
+        ("slack socket mode", "ok"),  # the rig sets an app-level token: apps.connections.open
+    ]
     monkeypatch.setattr("tests.fakes.slack_api.SCOPES", "chat:write,commands")
-    name, ok, detail = (await check_slack(rig.settings))[-1]
-    assert name == "slack scopes" and not ok and "app_mentions:read" in detail and "reinstall" in detail
+    scopes = next(row for row in await check_slack(rig.settings) if row.name == "slack scopes")
+    assert scopes.broken and "app_mentions:read" in scopes.detail and "reinstall" in scopes.detail
     wrong = rig.settings.model_copy(update={"slack_bot_token": SecretStr("xoxb-wrong")})
     assert await check_slack(wrong) == [
-        ("slack token", False, "auth.test failed: invalid_auth — check SLACK_BOT_TOKEN")
+        Check.fail("slack token", "auth.test failed: invalid_auth — check SLACK_BOT_TOKEN")
     ]
     off = rig.settings.model_copy(update={"slack_bot_token": None})
-    assert [ok for _, ok, _ in await check_slack(off)] == [True]
+    assert [row.status for row in await check_slack(off)] == ["off"]
+    http_only = rig.settings.model_copy(update={"slack_app_token": None})
+    assert (await check_slack(http_only))[-1].status == "off"
+    bad = rig.settings.model_copy(update={"slack_app_token": SecretStr("xapp-wrong")})
+    last = (await check_slack(bad))[-1]
+    assert last.broken and "invalid_auth" in last.detail and "SLACK_APP_TOKEN" in last.detail
 
 
 async def test_work_past_the_ack_budget_is_answered_through_response_url(rig: Rig) -> None:

@@ -169,6 +169,8 @@ class FakeGitHub:
         self.hook_deliveries: list[dict[str, Any]] = []
         self.redelivered: list[int] = []
         self.manifest_codes: dict[str, dict[str, Any]] = {}
+        # Where the App's webhooks go (GET /app/hook/config); `handoff doctor` compares it.
+        self.hook_url = "https://handoff.example.com/github/webhooks"
         self.app = FastAPI()
         self.app.add_api_route(
             "/{full:path}",
@@ -354,6 +356,9 @@ class FakeGitHub:
             "slug": str(self.bot["login"]).removesuffix("[bot]"),
             "name": "Handoff",
         }
+
+    def op_apps_get_webhook_config_for_app(self, p: Any, q: Any, body: Any, r: Any) -> tuple[int, Any]:
+        return 200, {"url": self.hook_url, "content_type": "json", "insecure_ssl": "0"}
 
     def op_apps_create_from_manifest(self, p: dict[str, str], q: Any, body: Any, r: Any) -> tuple[int, Any]:
         app = self.manifest_codes.pop(p["code"], None)

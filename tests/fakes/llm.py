@@ -154,6 +154,7 @@ class FakeLLM:
         self.app = FastAPI()
         self.app.post("/v1/messages")(self._anthropic)
         self.app.post("/v1/chat/completions")(self._openai)
+        self.app.get("/v1/models")(self._models)
 
     def add(self, *steps: Reply | Fault) -> None:
         """Append steps to the script."""
@@ -168,6 +169,24 @@ class FakeLLM:
         if self._sticky is not None:
             return self._sticky
         return Reply(text="(script exhausted)", calls=(Call("finish", {"summary": "script exhausted"}),))
+
+    # -- GET /v1/models (both APIs; `handoff doctor` tries each key with it) --------------------
+
+    async def _models(self, request: Request) -> Response:
+        names = sorted(self.models)
+        if "anthropic-version" in request.headers:
+            bearer = request.headers.get("authorization", "").removeprefix("Bearer ")
+            if API_KEY not in (request.headers.get("x-api-key"), bearer):
+                return _anthropic_error(401, "authentication_error", "invalid x-api-key")
+            data = [
+                {"type": "model", "id": n, "display_name": n, "created_at": "2025-01-01T00:00:00Z"}
+                for n in names
+            ]
+            return JSONResponse({"data": data, "has_more": False, "first_id": names[0], "last_id": names[-1]})
+        if request.headers.get("authorization") != f"Bearer {OPENAI_KEY}":
+            return _openai_error(401, "invalid_api_key", "Incorrect API key provided")
+        data = [{"id": n, "object": "model", "created": 1735689600, "owned_by": "fake"} for n in names]
+        return JSONResponse({"object": "list", "data": data})
 
     # -- Anthropic ------------------------------------------------------------------------------
 

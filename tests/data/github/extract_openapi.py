@@ -24,6 +24,7 @@ OPERATIONS = [
     "apps/list-webhook-deliveries",
     "apps/redeliver-webhook-delivery",
     "apps/get-authenticated",
+    "apps/get-webhook-config-for-app",
     "repos/get-collaborator-permission-level",
     "repos/get-content",
     "git/get-ref",
