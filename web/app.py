@@ -24,7 +24,7 @@ from core.errors import (
     PermissionDenied,
 )
 from core.settings import Settings
-from web import api, health
+from web import api, health, ids
 from web.dashboard import mount as mount_dashboard
 from web.integrations import build_integrations
 from web.services import Services, build_services
@@ -114,6 +114,7 @@ def create_app(
         return JSONResponse({"detail": "database unavailable"}, status_code=503, headers={"Retry-After": "5"})
 
     app.include_router(api.router)
+    app.include_router(ids.router)
     app.include_router(health.router)
     for integration in services.integrations:
         if integration.router is not None:

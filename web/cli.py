@@ -1,437 +1,337 @@
-"""The ``handoff`` command line."""
+"""The ``handoff`` command line (``handoff task ...`` lives in :mod:`web.cli_tasks`)."""
 
 from __future__ import annotations
 
 import asyncio
-import json
+import logging
 import os
 import shutil
 import signal
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlparse
 
-import httpx
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
 
-from core.errors import ConfigError
+from core.errors import ConfigError, HandoffError
 from core.settings import Settings, load_settings
+from web.cli_tasks import fail, task_app
 from web.deps import is_loopback
 
 app = typer.Typer(
     help="Handoff: hand coding work to AI agents from GitHub, Slack and the API.", no_args_is_help=True
 )
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
-task_app = typer.Typer(help="Create and follow tasks through the REST API.", no_args_is_help=True)
-sandbox_app = typer.Typer(help="The agent sandbox image.", no_args_is_help=True)
+sandbox_app = typer.Typer(help="The agent sandbox images.", no_args_is_help=True)
+setup_app = typer.Typer(help="Connect Handoff to GitHub and Slack.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(task_app, name="task")
 app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(setup_app, name="setup")
 
-console = Console()
-err = Console(stderr=True)
+log = logging.getLogger("handoff")
+console = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+# Read when HANDOFF_CONFIG is unset, from the directory the command runs in.
+LOCAL_CONFIG = Path("handoff.yml")
+
+Host = Annotated[str, typer.Option(help="address to bind (a public one needs HANDOFF_API_TOKEN)")]
+Port = Annotated[int, typer.Option(help="port to listen on")]
+Migrate = Annotated[
+    bool, typer.Option(help="apply database migrations first (compose runs a one-shot `migrate` instead)")
+]
+SocketMode = Annotated[
+    bool | None,
+    typer.Option(help="connect to Slack in Socket Mode (default: when SLACK_APP_TOKEN is set)"),
+]
 
 
-def _settings() -> Settings:
-    """Settings and handoff.yml, validated now, with a message that names what is wrong."""
+def load_cli_settings() -> Settings:
+    """Settings and handoff.yml, validated now; a bad value exits 2 with one line naming it.
+
+    Without HANDOFF_CONFIG, ``./handoff.yml`` is used when it exists.
+    """
     from core.config import load_config
 
     try:
         settings = load_settings()
+        if settings.handoff_config is None and "HANDOFF_CONFIG" not in os.environ and LOCAL_CONFIG.is_file():
+            settings = settings.model_copy(update={"handoff_config": LOCAL_CONFIG.resolve()})
         load_config(settings.handoff_config)
     except ConfigError as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
+        fail(str(exc), 2)
     return settings
 
 
 def _configure_logging() -> None:
-    import logging
-
     level = os.environ.get("HANDOFF_LOG_LEVEL", "INFO").upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if level != "DEBUG":
         # arq logs every job start and end, the reaper's every few seconds among them.
         logging.getLogger("arq.worker").setLevel(logging.WARNING)
+        # Alembic announces each of its plugins; the migrations it runs are still logged.
+        logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+
+
+def _migrate(settings: Settings) -> None:
+    """Migrate, waiting while the database is away; anything else is one line, not a traceback."""
+    from web.migrate import upgrade_when_reachable
+
+    try:
+        upgrade_when_reachable(settings.database_url)
+    except Exception as exc:  # a refusing database (bad password, bad schema): say so and stop
+        fail(f"cannot migrate the database at {_safe_url(settings.database_url)}: {_first_line(exc)}")
+
+
+def _safe_url(url: str) -> str:
+    parsed = urlparse(url)
+    return url.replace(f":{parsed.password}@", ":***@") if parsed.password else url
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
 
 
 @db_app.command("upgrade")
-def db_upgrade(revision: str = "head") -> None:
-    """Apply database migrations."""
+def db_upgrade(revision: Annotated[str, typer.Argument(help="target revision")] = "head") -> None:
+    """Apply database migrations (safe to run from several processes at once)."""
     from web.migrate import upgrade
 
-    settings = _settings()
-    upgrade(settings.database_url, revision)
+    settings = load_cli_settings()
+    try:
+        upgrade(settings.database_url, revision)
+    except Exception as exc:  # see _migrate
+        fail(f"cannot migrate the database at {_safe_url(settings.database_url)}: {_first_line(exc)}")
     console.print(f"database at revision {revision}")
 
 
 def _check_bind(settings: Settings, host: str) -> None:
     if settings.handoff_api_token is None and not is_loopback(host):
-        err.print(
-            f"[red]Refusing to bind {host} without HANDOFF_API_TOKEN: set a token or bind 127.0.0.1.[/red]"
-        )
-        raise typer.Exit(2)
+        fail(f"refusing to bind {host} without HANDOFF_API_TOKEN: set a token or bind 127.0.0.1", 2)
 
 
-@app.command()
-def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Run the API (applies migrations first)."""
-    import uvicorn
-
-    from web.app import create_app
-    from web.migrate import upgrade_when_reachable
-
-    _configure_logging()
-    settings = _settings()
-    _check_bind(settings, host)
-    upgrade_when_reachable(settings.database_url)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", log_config=None)
-
-
-@app.command()
-def worker(burst: bool = False) -> None:
-    """Run an arq worker that executes tasks in the Docker sandbox."""
-    from jobs.worker import create_worker
-    from web.integrations import worker_context
-    from web.migrate import upgrade_when_reachable
-
-    _configure_logging()
-    settings = _settings()
-    upgrade_when_reachable(settings.database_url)
-    w = create_worker(settings, worker_context(settings), burst=burst)
-    w.run()
-
-
-def _redis_answers(url: str) -> bool:
-    parsed = urlparse(url)
-    try:
-        with socket.create_connection(
-            (parsed.hostname or "localhost", parsed.port or 6379), timeout=1
-        ) as conn:
-            conn.sendall(b"PING\r\n")
-            return conn.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
-def _die_with_parent() -> None:
-    """In the child: ask Linux to SIGTERM it when the parent exits (best effort elsewhere)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
-def _start_local_redis(url: str, state_dir: Path) -> subprocess.Popen[bytes] | None:
-    """Start ``redis-server`` as a child process when ``url`` (on loopback) does not answer."""
-    if _redis_answers(url):
-        return None
-    parsed = urlparse(url)
-    host = parsed.hostname or "localhost"
-    if not is_loopback(host):
-        err.print(f"[red]REDIS_URL {url} does not answer and is not local; start Redis there.[/red]")
-        raise typer.Exit(2)
-    binary = shutil.which("redis-server")
-    if binary is None:
-        err.print(
-            "[red]Redis does not answer and redis-server is not installed (apt-get install redis-server).[/red]"
-        )
-        raise typer.Exit(2)
-    state_dir.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(
-        # preexec_fn: the server dies with us even when a signal kills us (uvicorn re-raises SIGTERM).
-        preexec_fn=_die_with_parent,
-        args=[
-            binary,
-            "--port",
-            str(parsed.port or 6379),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(state_dir),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    for _ in range(50):
-        if _redis_answers(url):
-            console.print(f"started redis-server (pid {proc.pid}) for {url}")
-            return proc
-        time.sleep(0.1)
-    proc.terminate()
-    err.print("[red]redis-server did not start[/red]")
-    raise typer.Exit(2)
-
-
-async def _start_slack_socket_mode(api: Any, settings: Settings) -> Callable[[], Awaitable[None]] | None:
-    """Socket Mode (for teams without a public URL) when the Slack bot has an app-level token."""
-    if settings.slack_app_token is None:
+async def _start_socket_mode(api: Any, wanted: bool | None) -> Callable[[], Awaitable[None]] | None:
+    """Socket Mode (for teams without a public URL) when wanted, or by default with an xapp- token."""
+    settings: Settings = api.state.services.settings
+    if wanted is False or (wanted is None and settings.slack_app_token is None):
         return None
     slack = next((i for i in api.state.services.integrations if i.name == "slack"), None)
     if slack is None:
-        return None
+        fail("--socket-mode: Slack is not configured (SLACK_BOT_TOKEN and SLACK_APP_TOKEN)", 2)
     from bot.socket import start_socket_mode
 
-    stop: Callable[[], Awaitable[None]] = await start_socket_mode(slack)
-    console.print("Slack: connected in Socket Mode")
+    try:
+        stop: Callable[[], Awaitable[None]] = await start_socket_mode(slack)
+    except Exception as exc:  # Slack down or a bad token must not stop the API; doctor says more
+        log.warning("Slack Socket Mode did not connect: %s (run `handoff doctor`)", _first_line(exc))
+        return None
     return stop
 
 
-@app.command()
-def up(host: str = "127.0.0.1", port: int = 8000) -> None:
-    """API and worker in one process, for a laptop (starts a local Redis if needed)."""
+def _run_api(
+    settings: Settings, host: str, port: int, *, with_worker: bool, socket_mode: bool | None
+) -> None:
+    """Serve the API (and, for ``up``, a worker in the same loop); print the summary once it answers."""
     import uvicorn
 
+    from jobs.intake import HandoffWorker
     from jobs.worker import create_worker
     from web.app import create_app
+    from web.health import WORKER_HEALTH_INTERVAL_S
     from web.integrations import worker_context
-    from web.migrate import upgrade_when_reachable
+    from web.startup import render, summary
 
-    _configure_logging()
-    settings = _settings()
-    _check_bind(settings, host)
-    redis_proc = _start_local_redis(settings.redis_url, Path(".handoff/redis"))
-    try:
-        upgrade_when_reachable(settings.database_url)
-
-        async def main() -> None:
-            api = create_app(settings)
-            # log_config=None keeps our logging set-up (uvicorn's own would replace it).
-            server = uvicorn.Server(
-                uvicorn.Config(api, host=host, port=port, log_level="info", log_config=None)
+    async def main() -> None:
+        api = create_app(settings)
+        # log_config=None keeps our logging set-up (uvicorn's own would replace it).
+        server = uvicorn.Server(uvicorn.Config(api, host=host, port=port, log_level="info", log_config=None))
+        w: HandoffWorker | None = None
+        worker_task = None
+        if with_worker:
+            w = create_worker(
+                settings,
+                worker_context(settings),
+                handle_signals=False,
+                health_check_interval=WORKER_HEALTH_INTERVAL_S,
             )
-            w = create_worker(settings, worker_context(settings), handle_signals=False)
             worker_task = asyncio.create_task(w.async_run())
-            serve = asyncio.create_task(server.serve())
-            while not server.started and not serve.done():  # noqa: ASYNC110 (uvicorn exposes a flag)
-                await asyncio.sleep(0.05)
-            stop_socket = await _start_slack_socket_mode(api, settings)
-            console.print(f"Handoff is up on http://{host}:{port} (API docs at /docs)")
-            try:
-                await serve
-            finally:
-                if stop_socket is not None:
-                    await stop_socket()
+        serve = asyncio.create_task(server.serve())
+        while not server.started and not serve.done():  # noqa: ASYNC110 (uvicorn exposes a flag)
+            await asyncio.sleep(0.05)
+        stop_socket = None
+        if server.started:
+            stop_socket = await _start_socket_mode(api, socket_mode)
+            rows = await summary(
+                settings, api, host, port, in_process_worker=with_worker, socket_mode=stop_socket is not None
+            )
+            print(render(rows), flush=True)  # plain: a log collector gets it unwrapped
+        try:
+            await serve
+        finally:
+            if stop_socket is not None:
+                await stop_socket()
+            if w is not None and worker_task is not None:
                 await w.close()
                 worker_task.cancel()
 
+    try:
         asyncio.run(main())
+    except KeyboardInterrupt:
+        # uvicorn shut down cleanly and re-raised the Ctrl-C: a requested stop, not an error.
+        console.print("Handoff stopped.")
+
+
+@app.command()
+def serve(
+    host: Host = "127.0.0.1", port: Port = 8000, migrate: Migrate = True, socket_mode: SocketMode = None
+) -> None:
+    """Run the API (and Slack Socket Mode when SLACK_APP_TOKEN is set)."""
+    _configure_logging()
+    settings = load_cli_settings()
+    _check_bind(settings, host)
+    if migrate:
+        _migrate(settings)
+    _run_api(settings, host, port, with_worker=False, socket_mode=socket_mode)
+
+
+@app.command()
+def worker(
+    burst: Annotated[bool, typer.Option(help="exit once the queue is empty")] = False,
+    migrate: Migrate = True,
+) -> None:
+    """Run an arq worker that executes tasks in the Docker sandbox."""
+    from jobs.worker import create_worker
+    from web.health import WORKER_HEALTH_INTERVAL_S
+    from web.integrations import worker_context
+
+    _configure_logging()
+    settings = load_cli_settings()
+    if migrate:
+        _migrate(settings)
+    w = create_worker(
+        settings, worker_context(settings), burst=burst, health_check_interval=WORKER_HEALTH_INTERVAL_S
+    )
+    w.run()
+
+
+@app.command()
+def up(host: Host = "127.0.0.1", port: Port = 8000, socket_mode: SocketMode = None) -> None:
+    """API and worker in one process, for a laptop (starts a local Redis if none answers)."""
+    from web.startup import LocalRedisError, start_local_redis
+
+    _configure_logging()
+    settings = load_cli_settings()
+    _check_bind(settings, host)
+    try:
+        redis_proc = start_local_redis(
+            settings.redis_url, Path(".handoff/redis"), shutil.which("redis-server")
+        )
+    except LocalRedisError as exc:
+        fail(str(exc), 2)
+    if redis_proc is not None:
+        console.print(f"started redis-server (pid {redis_proc.pid}) for {settings.redis_url}")
+    try:
+        _migrate(settings)
+        _run_api(settings, host, port, with_worker=True, socket_mode=socket_mode)
     finally:
         if redis_proc is not None:
             redis_proc.send_signal(signal.SIGTERM)
             redis_proc.wait(10)
 
 
-# ---------------------------------------------------------------- tasks through the REST API
-
-
-def _client() -> httpx.Client:
-    settings = _settings()
-    base = os.environ.get("HANDOFF_API_URL", "http://127.0.0.1:8000")
-    headers = {}
-    if settings.handoff_api_token is not None:
-        headers["Authorization"] = f"Bearer {settings.handoff_api_token.get_secret_value()}"
-    return httpx.Client(base_url=base, headers=headers, timeout=30)
-
-
-def _call(method: str, path: str, **kwargs: Any) -> Any:
-    with _client() as client:
-        try:
-            response = client.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            err.print(
-                f"[red]cannot reach the Handoff API at {client.base_url}: {exc}[/red] (is `handoff up` running?)"
-            )
-            raise typer.Exit(1) from exc
-    if response.status_code >= 400:
-        err.print(f"[red]{response.status_code}: {response.text}[/red]")
-        raise typer.Exit(1)
-    return response.json()
-
-
-@task_app.command("create")
-def task_create(
-    repo: Annotated[str, typer.Argument(help="local path or git URL")],
-    instructions: Annotated[str, typer.Argument(help="what the agent should do")],
-    agent: str | None = None,
-    base_ref: str | None = None,
-    follow: Annotated[bool, typer.Option(help="follow the run live")] = True,
-) -> None:
-    """Create a task (and follow it live)."""
-    if Path(repo).exists():
-        repo = str(Path(repo).resolve())
-    body = {"repo": repo, "instructions": instructions, "agent": agent, "base_ref": base_ref}
-    task = _call("POST", "/api/tasks", json={k: v for k, v in body.items() if v is not None})
-    console.print(f"created task [bold]{task['id']}[/bold] ({task['state']})")
-    if follow:
-        _follow_task(task["id"])
-
-
-@task_app.command("list")
-def task_list(state: str | None = None, repo: str | None = None, limit: int = 20) -> None:
-    """List recent tasks."""
-    params = {k: v for k, v in {"state": state, "repo": repo, "limit": limit}.items() if v is not None}
-    page = _call("GET", "/api/tasks", params=params)
-    table = Table("id", "state", "repo", "created", "summary")
-    for t in page["items"]:
-        table.add_row(
-            t["id"],
-            t["state"],
-            t["repo"],
-            t["created_at"][:19],
-            (t.get("summary") or t.get("state_reason") or "")[:60],
-        )
-    console.print(table)
-    console.print(f"{page['total']} task(s)")
-
-
-@task_app.command("show")
-def task_show(task_id: str) -> None:
-    """Show a task and its runs."""
-    console.print_json(json.dumps(_call("GET", f"/api/tasks/{task_id}")))
-
-
-@task_app.command("logs")
-def task_logs(task_id: str, follow: bool = True) -> None:
-    """Print the events of the task's latest run (following it while it runs)."""
-    _follow_task(task_id, follow=follow)
-
-
-@task_app.command("cancel")
-def task_cancel(task_id: str) -> None:
-    """Cancel a task."""
-    task = _call("POST", f"/api/tasks/{task_id}/cancel")
-    console.print(f"{task['id']}: {task['state']}{' (stopping)' if task.get('cancel_requested') else ''}")
-
-
-@task_app.command("retry")
-def task_retry(task_id: str, follow: bool = False) -> None:
-    """Queue a new run of an ended task."""
-    task = _call("POST", f"/api/tasks/{task_id}/retry")
-    console.print(f"{task['id']}: {task['state']}")
-    if follow:
-        _follow_task(task_id)
-
-
-def _print_event(event: dict[str, Any]) -> None:
-    kind, data = event["type"], event.get("data") or {}
-    style = {"error": "red", "status": "bold cyan", "result": "bold green", "progress": "yellow"}.get(
-        kind, ""
-    )
-    text = data.get("text") if kind == "log" else json.dumps(data)
-    console.print(
-        f"[dim]{event['ts'][11:19]}[/dim] [{style}]{kind:8}[/{style}] {text}"
-        if style
-        else f"[dim]{event['ts'][11:19]}[/dim] {kind:8} {text}",
-        highlight=False,
-    )
-
-
-def _follow_task(task_id: str, follow: bool = True) -> None:
-    """Wait for the task's run to start, then stream its events until it ends."""
-    with console.status("waiting for a worker…") as status:
-        while True:
-            task = _call("GET", f"/api/tasks/{task_id}")
-            if task["runs"]:
-                break
-            if task["state"] not in ("queued", "waiting") or not follow:
-                console.print(f"{task_id}: {task['state']} {task.get('state_reason') or ''}")
-                return
-            time.sleep(0.3)
-        status.update("running…")
-    run_id = task["runs"][-1]["id"]
-    if not follow:
-        after, more = 0, True
-        while more:  # the API pages the events (by sequence number)
-            page = _call("GET", f"/api/runs/{run_id}/events", params={"after": after, "limit": 1000})
-            for event in page["items"]:
-                _print_event(event)
-            after, more = page["next_after"], page["more"]
-        return
-    with (
-        _client() as client,
-        client.stream(
-            "GET", f"/api/runs/{run_id}/events", headers={"Accept": "text/event-stream"}, timeout=None
-        ) as response,
-    ):
-        for line in response.iter_lines():
-            if line.startswith("data: "):
-                payload = json.loads(line[6:])
-                if "outcome" in payload and "type" not in payload:
-                    break
-                _print_event(payload)
-    final = _call("GET", f"/api/tasks/{task_id}")
-    colour = "green" if final["state"] == "succeeded" else "red"
-    console.print(
-        f"[{colour}]{task_id}: {final['state']}[/{colour}] {final.get('state_reason') or final.get('summary') or ''}"
-    )
-    if final.get("branch"):
-        console.print(f"branch: {final['branch']}")
-
-
-# ---------------------------------------------------------------- sandbox and doctor
+# ---------------------------------------------------------------- sandbox, setup, replay, doctor
 
 
 @sandbox_app.command("build")
 def sandbox_build(
     offline: Annotated[bool, typer.Option(help="build with no registry (busybox or debootstrap)")] = False,
-    variant: Annotated[str, typer.Option(help="minimal (busybox) or debian (debootstrap)")] = "minimal",
-    tag: str | None = None,
+    variant: Annotated[
+        str, typer.Option(help="minimal (busybox, seconds), debian (debootstrap, a minute) or all")
+    ] = "minimal",
+    tag: Annotated[str | None, typer.Option(help="image tag (default handoff-sandbox:VARIANT)")] = None,
+    if_missing: Annotated[bool, typer.Option(help="skip an image the engine already has")] = False,
 ) -> None:
-    """Build the sandbox image."""
-    from jobs.image import build_offline
+    """Build the sandbox images without a registry."""
+    import docker
+    import docker.errors
+
+    from jobs.image import DEFAULT_TAGS, build_offline, image_exists
 
     if not offline:
-        err.print(
-            "Online builds: `docker build -f docker/sandbox.Dockerfile -t handoff-sandbox:debian docker/`"
+        fail(
+            "online builds use Docker itself: "
+            "docker build -f docker/sandbox.Dockerfile -t handoff-sandbox:debian docker/ (or pass --offline)",
+            2,
         )
-        raise typer.Exit(2)
-    if variant not in ("minimal", "debian"):
-        err.print("variant must be minimal or debian")
-        raise typer.Exit(2)
-    settings = _settings()
-    built = build_offline(settings.docker_host, variant=variant, tag=tag)  # type: ignore[arg-type]
-    console.print(f"built {built}")
-
-
-setup_app = typer.Typer(help="Connect Handoff to GitHub and Slack.", no_args_is_help=True)
-app.add_typer(setup_app, name="setup")
+    variants = ["minimal", "debian"] if variant == "all" else [variant]
+    if any(v not in DEFAULT_TAGS for v in variants) or (tag and len(variants) > 1):
+        fail("--variant must be minimal, debian or all (and --tag names one image)", 2)
+    settings = load_cli_settings()
+    try:
+        client = docker.DockerClient(base_url=settings.docker_host, version="1.41")
+        for v in variants:
+            name = tag or DEFAULT_TAGS[v]
+            if if_missing and image_exists(client, name):
+                console.print(f"{name} is there already")
+                continue
+            console.print(f"building {name} …")
+            console.print(f"built {build_offline(client, variant=v, tag=tag)}")  # type: ignore[arg-type]
+    except (HandoffError, docker.errors.DockerException) as exc:
+        fail(f"sandbox build failed: {_first_line(exc)}")
 
 
 @setup_app.command("github")
 def setup_github(
     org: Annotated[str | None, typer.Option(help="create the App in this organisation")] = None,
-    port: Annotated[int, typer.Option(help="local port of the setup page")] = 3000,
-    name: Annotated[str | None, typer.Option(help="the App's name")] = None,
-    env: Annotated[Path, typer.Option(help="where to write the credentials")] = Path(".env"),
+    port: Annotated[int, typer.Option(help="local port of the setup page (forward it over SSH)")] = 3000,
+    name: Annotated[str | None, typer.Option(help="the App's name, unique across GitHub")] = None,
+    env: Annotated[Path, typer.Option(help="the .env file the settings are written to")] = Path(".env"),
+    key_dir: Annotated[Path, typer.Option(help="where the App's private key file goes")] = Path(".handoff"),
+    allow_local_url: Annotated[
+        bool, typer.Option(help="allow a loopback HANDOFF_PUBLIC_URL (GitHub cannot deliver webhooks)")
+    ] = False,
 ) -> None:
     """Create the GitHub App from app-manifest.yml in the browser; credentials go to .env."""
     from github_app.manifest import run_setup
 
-    settings = _settings()
-    written = asyncio.run(
-        run_setup(
-            public_url=settings.handoff_public_url,
-            web_url=settings.github_web_url,
-            api_url=settings.github_api_url,
-            org=org,
-            port=port,
-            name=name,
-            env_path=env,
+    settings = load_cli_settings()
+    public = settings.handoff_public_url.rstrip("/")
+    host = urlparse(public).hostname or "localhost"
+    if is_loopback(host) and not allow_local_url:
+        fail(
+            f"HANDOFF_PUBLIC_URL is {public}, a loopback URL: GitHub would send webhooks nowhere. "
+            "Set it to the https URL GitHub can reach (README: A public URL), or pass --allow-local-url "
+            "for an App you only try locally.",
+            2,
         )
+    if name is None:
+        # App names are unique across GitHub: "Handoff" alone is taken.
+        name = f"Handoff {org or host}"[:34]
+        console.print(f"App name: {name!r} (names are unique across GitHub; --name picks another)")
+    console.print(
+        f"On a remote server, forward the setup page first: ssh -L {port}:127.0.0.1:{port} <server>, "
+        f"then open http://127.0.0.1:{port}/ on your computer."
     )
+    try:
+        written = asyncio.run(
+            run_setup(
+                public_url=public,
+                web_url=settings.github_web_url,
+                api_url=settings.github_api_url,
+                org=org,
+                port=port,
+                name=name,
+                env_path=env,
+                key_dir=key_dir,
+            )
+        )
+    except (HandoffError, OSError) as exc:
+        fail(f"GitHub App setup failed: {_first_line(exc)}")
     console.print(f"GitHub App created; wrote {', '.join(sorted(written))} to {env}")
 
 
@@ -441,27 +341,39 @@ def replay(
     event: Annotated[
         str | None, typer.Option(help="X-GitHub-Event (guessed from the file when omitted)")
     ] = None,
-    url: str = "http://127.0.0.1:8000/github/webhooks",
-    delivery: str | None = None,
+    url: Annotated[
+        str, typer.Option(help="the webhook endpoint of a running instance")
+    ] = "http://127.0.0.1:8000/github/webhooks",
+    delivery: Annotated[str | None, typer.Option(help="X-GitHub-Delivery (a new UUID when omitted)")] = None,
 ) -> None:
     """Sign and post a recorded GitHub payload to a running instance (like `probot receive`)."""
+    import httpx
+
     from github_app.replay import replay as post_replay
 
-    settings = _settings()
+    settings = load_cli_settings()
     if not settings.github_webhook_secrets:
-        err.print("[red]GITHUB_WEBHOOK_SECRET is not set: nothing to sign with.[/red]")
-        raise typer.Exit(2)
-    response = post_replay(url, payload, settings.github_webhook_secrets[0], event=event, delivery=delivery)
-    console.print(f"{response.status_code} {response.text[:200]}")
+        fail("GITHUB_WEBHOOK_SECRET is not set: nothing to sign with", 2)
+    try:
+        response = post_replay(
+            url, payload, settings.github_webhook_secrets[0], event=event, delivery=delivery
+        )
+    except OSError as exc:
+        fail(f"cannot read {payload}: {exc.strerror or exc}", 2)
+    except ValueError as exc:  # not JSON, or no way to tell the event
+        fail(f"{payload}: {_first_line(exc)}", 2)
+    except httpx.HTTPError as exc:
+        fail(f"cannot reach {url}: {_first_line(exc) or type(exc).__name__}")
+    console.print(f"{response.status_code} {escape(response.text[:200])}")
     raise typer.Exit(0 if response.status_code < 300 else 1)
 
 
 @app.command()
 def doctor() -> None:
-    """Check every dependency and say what to do about each failure."""
+    """Check every dependency and integration; exits 1 only when something configured is broken."""
     from web.doctor import run_doctor
 
-    ok = asyncio.run(run_doctor(_settings(), console))
+    ok = asyncio.run(run_doctor(load_cli_settings(), console))
     raise typer.Exit(0 if ok else 1)
 
 
