@@ -66,8 +66,10 @@ if [ "${1:-}" = "--inside" ]; then
     # `make up` as a user runs it, in its own process group so "Ctrl-C" reaches all of it.
     local port=18731 log=/tmp/make-up.log pid code=0
     export HANDOFF_PORT=$port REDIS_URL=redis://127.0.0.1:16379/0
-    setsid make up >"$log" 2>&1 &
+    set -m  # a process group of its own, as a terminal gives a foreground job
+    make up >"$log" 2>&1 &
     pid=$!
+    set +m
     local url="http://127.0.0.1:$port"
     if ! python3 - "$url/readyz" <<'PY'; then
 import sys, time, urllib.request
@@ -89,7 +91,9 @@ PY
     git init -q -b main "$seed"
     git -C "$seed" -c user.name=fresh -c user.email=fresh@example.invalid commit -q --allow-empty -m seed
     git -C "$seed" push -q "$repo" main
-    echo "--- handoff task create $repo \"echo hi > HI.md\""
+    # As the README says: uv is in ~/.local/bin.
+    export PATH=$HOME/.local/bin:$PATH
+    echo "--- uv run handoff task create $repo \"echo hi > HI.md\""
     HANDOFF_API_URL=$url uv run --frozen handoff task create "$repo" "echo hi > HI.md" || code=$?
     if [ "$code" -eq 0 ]; then
       local branch
@@ -103,7 +107,9 @@ PY
     kill -INT -- -"$pid"
     local stopped=1
     for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || { stopped=0; break; }; sleep 0.1; done
-    wait "$pid" 2>/dev/null && echo "make up exited 0" || echo "make up exited $?"
+    local rc=0
+    wait "$pid" 2>/dev/null || rc=$?
+    echo "make up exited $rc (130: make itself got the SIGINT; it printed nothing)"
     echo "--- what make up printed after Ctrl-C:"; tail -n +"$((before + 1))" "$log" | sed 's/^/  | /'
     if [ "$stopped" -ne 0 ]; then echo "make up did not stop within 30 s"; code=1; fi
     if tail -n +"$((before + 1))" "$log" | grep -E -q 'Traceback|make: \*\*\*|Interrupt'; then
@@ -148,6 +154,7 @@ if [ -n "$(git -C "$project" status --porcelain --untracked-files=no)" ]; then
   echo "fresh-check: uncommitted changes are NOT checked (the project is cloned from HEAD)"
 fi
 root=$(mktemp -d "${TMPDIR:-/var/tmp}/handoff-fresh.XXXXXX")
+chmod 755 "$root"  # it becomes /: every user must be able to walk it
 cleanup() {
   if [ "$keep" = 1 ]; then echo "fresh-check: kept $root"; return; fi
   # The mounts lived in a namespace that is gone; never delete through a mount that leaked.
@@ -168,6 +175,7 @@ echo "=== host: debootstrap ok in $((SECONDS - t0))s ($(du -sh "$root" | cut -f1
 
 # The host's package sources, their keys and apt settings, its CA certificates and DNS.
 mkdir -p "$root/etc/apt/sources.list.d" "$root/usr/share/keyrings" "$root/usr/local/share/ca-certificates"
+rm -f "$root/etc/apt/sources.list"
 [ -f /etc/apt/sources.list ] && cp /etc/apt/sources.list "$root/etc/apt/sources.list"
 rm -f "$root/etc/apt/sources.list.d/"*
 cp /etc/apt/sources.list.d/*.sources /etc/apt/sources.list.d/*.list "$root/etc/apt/sources.list.d/" 2>/dev/null || true

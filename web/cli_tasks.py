@@ -33,7 +33,7 @@ TaskId = Annotated[str, typer.Argument(help="a task id, or any unique start of o
 
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print ``message`` as one red line on stderr and exit with ``code``."""
-    err.print(f"[red]{escape(message)}[/red]")
+    err.print(f"[red]{escape(message)}[/red]", soft_wrap=True)
     raise typer.Exit(code)
 
 
