@@ -7,6 +7,7 @@ The app runs on a loopback port with a real database and Redis; GitHub is the fa
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -462,3 +463,55 @@ def test_charts_stack_runs_by_day_and_rank_cost() -> None:
     cost = charts.cost_per_repo(rows)
     assert [label.text for label in cost.labels if label.css == "repo"] == ["octo/b", "octo/a"]
     assert charts.runs_per_day([], today).empty
+
+
+def test_phone_charts_keep_labels_inside_and_apart() -> None:
+    today = date(2025, 3, 14)
+    start = datetime(2025, 3, 14, 10, tzinfo=UTC)
+    rows = [RunRow("octo/a-rather-long-repository-name", "succeeded", start, start, 0.5)]
+    for days in (7, 14, 30):
+        for chart in (
+            charts.runs_per_day(rows, today, days, width=charts.PHONE_WIDTH),
+            charts.median_duration(rows, today, days, width=charts.PHONE_WIDTH)[1],
+        ):
+            dates = sorted(label.x for label in chart.labels if label.y > chart.height - 10)
+            assert all(b - a >= 55 for a, b in itertools.pairwise(dates)), (days, dates)
+            assert all(x <= chart.width for x in dates)
+    names = [
+        label.text
+        for label in charts.cost_per_repo(rows, width=charts.PHONE_WIDTH).labels
+        if label.css == "repo"
+    ]
+    assert names == ["…epository-name"] and len(names[0]) == 15
+
+
+@SQLITE
+async def test_tasks_page_counts_queued_tasks_and_says_why_a_task_failed(
+    settings: Settings, bare_repo: Path
+) -> None:
+    from tests.conftest import running_worker
+    from tests.helpers import wait_until
+
+    async with serve(settings) as site, httpx.AsyncClient(base_url=site.url) as client:
+        await client.get(f"/login?token={site.app.state.dashboard.local_token}")
+        async with running_worker(settings):
+            failed = await site.task(str(bare_repo), "echo boom; exit 3")
+
+            async def ended() -> bool:
+                task: Task = await site.app.state.services.tasks.get(failed.id)
+                return task.state == "failed"
+
+            await wait_until(ended, timeout=60)
+        reason = (await site.app.state.services.tasks.get(failed.id)).state_reason
+        assert reason
+        # Two tasks wait for a worker; the arq queue holds a third, unrelated job as well.
+        for i in range(2):
+            await site.task(str(bare_repo), f"echo {i}")
+        pool = await site.app.state.services.queue.pool()
+        await pool.enqueue_job("some_integration_job", _queue_name=settings.handoff_queue_name)
+        assert await site.app.state.services.queue.depth() >= 3  # what the page used to show
+        page = (await client.get("/tasks")).text
+    queued = re.search(r'id="count-queued"><span class="stat-n">(\d+)<', page)
+    assert queued is not None and queued.group(1) == "2"
+    row = page[page.index(failed.id) :].split("</tr>")[0]
+    assert f'<span class="reason small">{reason}</span>' in row

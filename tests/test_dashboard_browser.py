@@ -58,6 +58,21 @@ for i in $(seq 1 20); do echo line-$i; sleep 0.3; done
 
 pytestmark = pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 
+# Elements sticking out of the viewport (the page would scroll sideways, or be cut off).
+OVERFLOWING = """() => {
+  const wide = document.documentElement.scrollWidth > window.innerWidth ? ['document'] : [];
+  const parts = [...document.querySelectorAll(
+    '.filters, .filters label, .filters input, .filters select, .filter-actions, .stats, .stat,'
+    + ' .cards .card, .segmented, .panel, .chart-box, svg.chart, .legend')];
+  return wide.concat(parts.filter(e => {
+    const r = e.getBoundingClientRect();
+    return r.width > 0 && (r.right > window.innerWidth + 0.5 || r.left < -0.5);
+  }).map(e => (e.getAttribute('class') || e.tagName) + ' ' + Math.round(e.getBoundingClientRect().right)));
+}"""
+# The smallest rendered font size of a chart label, in CSS pixels.
+SMALLEST_CHART_TEXT = """() => Math.min(...[...document.querySelectorAll('svg.chart text')]
+  .map(t => t.getBoundingClientRect().height).filter(h => h > 0))"""
+
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
@@ -193,7 +208,7 @@ async def test_sign_in_watch_a_live_run_cancel_it_and_see_only_readable_tasks(
 
         # The overview: charts drawn on the server, and the command help.
         await page.goto(f"{site.url}/overview")
-        assert await page.locator("svg.chart").count() == 3
+        assert await page.locator("svg.chart:visible").count() == 3
         assert await page.locator("svg.chart rect.o-succeeded").count() >= 1
         assert await page.is_visible("#commands")
         await shoot(page, "overview.png")
@@ -209,5 +224,12 @@ async def test_sign_in_watch_a_live_run_cancel_it_and_see_only_readable_tasks(
         width = await phone_page.evaluate("() => document.documentElement.scrollWidth")
         assert width <= 390, "no sideways scrolling on a phone"
         await shoot(phone_page, "run-page-phone.png")
+        # The tasks list (its filter form) and the overview (its charts) fit a phone, too.
+        for path, shot in (("/tasks", "tasks-phone.png"), ("/overview", "overview-phone.png")):
+            await phone_page.goto(f"{site.url}{path}")
+            await shoot(phone_page, shot)
+            assert await phone_page.evaluate(OVERFLOWING) == [], f"{path} is wider than the phone"
+        tiny = await phone_page.evaluate(SMALLEST_CHART_TEXT)
+        assert tiny >= 9, f"chart labels render at {tiny:.1f} px on a phone"
         await phone.close()
         await context.close()

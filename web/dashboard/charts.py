@@ -2,7 +2,9 @@
 
 Each function turns overview rows into a :class:`Chart` of plain shapes (rectangles, a polyline,
 labels); one template macro draws any chart. Colours come from CSS classes (``o-succeeded``...),
-so the charts share the state badges' palette.
+so the charts share the state badges' palette. View boxes are about the size a chart is shown at,
+so labels keep their size: the overview draws each chart twice, for a laptop and for a phone
+(:data:`PHONE_WIDTH`), and CSS shows the one that fits.
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ OUTCOMES = (
     "waiting",
     "running",
 )
+
+
+# The width of a chart on a 390-px phone, in view-box units (about its CSS pixels there).
+PHONE_WIDTH = 340
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,18 @@ def _days(today: date, days: int) -> list[date]:
     return [today - timedelta(days=days - 1 - i) for i in range(days)]
 
 
+def _date_label(x: float, y: float, day: date, width: int) -> Label:
+    """A date under the axis; the last one ends at the edge instead of being cut in half."""
+    if x + 22 > width:
+        return Label(width - 1, y, f"{day:%b} {day.day}", "end")
+    return Label(x, y, f"{day:%b} {day.day}")
+
+
+def _label_every(days: int, width: int) -> int:
+    """Label every n-th day so that date labels ("Nov 19") never overlap at this width."""
+    return max(1, math.ceil(days / max(3, min(7, width // 75))))
+
+
 def _nice_max(value: float) -> float:
     """A round axis maximum at or above ``value`` (1, 2 or 5 times a power of ten)."""
     if value <= 0:
@@ -79,10 +97,9 @@ def _nice_max(value: float) -> float:
     return next(step * power for step in (1, 2, 5, 10) if step * power >= value)
 
 
-def runs_per_day(rows: Sequence[RunRow], today: date, days: int = 14) -> Chart:
+def runs_per_day(rows: Sequence[RunRow], today: date, days: int = 14, width: int = 1100) -> Chart:
     """Stacked bars: runs started each day, split by outcome."""
-    # View boxes are about the size they are shown at on a laptop, so labels keep their size.
-    width, height, left, bottom, top = 1100, 220, 30, 22, 10
+    height, left, bottom, top = (220 if width > PHONE_WIDTH else 180), 30, 22, 10
     chart = Chart(width, height, empty=not rows)
     per_day: dict[date, Counter[str]] = defaultdict(Counter)
     for row in rows:
@@ -94,7 +111,7 @@ def runs_per_day(rows: Sequence[RunRow], today: date, days: int = 14) -> Chart:
         y = top + plot_h * (1 - fraction)
         chart.grid.append(y)
         chart.labels.append(Label(left - 6, y + 4, f"{top_value * fraction:g}", "end"))
-    every = max(1, math.ceil(days / 7))
+    every = _label_every(days, width)
     for i, day in enumerate(axis):
         x = left + i * slot + slot * 0.15
         base: float = top + plot_h
@@ -105,13 +122,15 @@ def runs_per_day(rows: Sequence[RunRow], today: date, days: int = 14) -> Chart:
             title = f"{day:%b %d}: {count} {outcome.replace('_', ' ')}"
             chart.rects.append(Rect(x, base, slot * 0.7, h, f"o-{outcome}", title))
         if (days - 1 - i) % every == 0:
-            chart.labels.append(Label(x + slot * 0.35, height - 6, f"{day:%b} {day.day}"))
+            chart.labels.append(_date_label(x + slot * 0.35, height - 6, day, width))
     return chart
 
 
-def median_duration(rows: Sequence[RunRow], today: date, days: int = 14) -> tuple[float | None, Chart]:
+def median_duration(
+    rows: Sequence[RunRow], today: date, days: int = 14, width: int = 540
+) -> tuple[float | None, Chart]:
     """The median duration of finished runs, and a line of each day's median."""
-    width, height, left, bottom, top = 540, 180, 52, 22, 10
+    height, left, bottom, top = 180, 52, 22, 10
     finished = [(r.started_at.date(), d) for r in rows if (d := r.duration_s) is not None]
     overall = statistics.median(d for _, d in finished) if finished else None
     chart = Chart(width, height, empty=not finished)
@@ -127,7 +146,7 @@ def median_duration(rows: Sequence[RunRow], today: date, days: int = 14) -> tupl
         chart.grid.append(y)
         chart.labels.append(Label(left - 6, y + 4, duration(top_value * fraction), "end"))
     points = []
-    every = max(1, math.ceil(days / 7))
+    every = _label_every(days, width)
     for i, day in enumerate(axis):
         x = left + i * slot + slot / 2
         if day in medians:
@@ -135,12 +154,12 @@ def median_duration(rows: Sequence[RunRow], today: date, days: int = 14) -> tupl
             points.append(f"{x:.1f},{y:.1f}")
             chart.dots.append((x, y, f"{day:%b %d}: median {duration(medians[day])}"))
         if (days - 1 - i) % every == 0:
-            chart.labels.append(Label(x, height - 6, f"{day:%b} {day.day}"))
+            chart.labels.append(_date_label(x, height - 6, day, width))
     chart.line = " ".join(points)
     return overall, chart
 
 
-def cost_per_repo(rows: Sequence[RunRow], limit: int = 8) -> Chart:
+def cost_per_repo(rows: Sequence[RunRow], limit: int = 8, width: int = 540) -> Chart:
     """Horizontal bars: what the runs of each repository cost, most expensive first."""
     totals: dict[str, float] = defaultdict(float)
     for row in rows:
@@ -148,14 +167,15 @@ def cost_per_repo(rows: Sequence[RunRow], limit: int = 8) -> Chart:
     ranked = [
         (repo, cost) for repo, cost in sorted(totals.items(), key=lambda kv: -kv[1])[:limit] if cost > 0
     ]
-    row_h, label_w, width = 26, 190, 540
+    row_h = 26
+    label_w, name_chars = (190, 26) if width > PHONE_WIDTH else (120, 15)
     chart = Chart(width, max(row_h * len(ranked), row_h) + 4, empty=not ranked)
     top_value = max((c for _, c in ranked), default=0.0) or 1.0
     bar_max = width - label_w - 70
     for i, (repo, cost) in enumerate(ranked):
         y = i * row_h + 4
         w = max(2.0, bar_max * cost / top_value)
-        name = repo if len(repo) <= 26 else "…" + repo[-25:]
+        name = repo if len(repo) <= name_chars else "…" + repo[-(name_chars - 1) :]
         chart.labels.append(Label(label_w - 8, y + 15, name, "end", "repo"))
         chart.rects.append(Rect(label_w, y + 3, w, row_h - 8, "cost", f"{repo}: {money(cost)}"))
         chart.labels.append(Label(label_w + w + 6, y + 15, money(cost), "start", "value"))

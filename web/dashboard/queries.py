@@ -16,7 +16,6 @@ from sqlmodel import col
 
 from core.db import Sessions
 from core.models import Run, RunEvent, Task
-from core.states import TaskState
 from core.tasks import TaskFilter, TaskService
 
 Scope = frozenset[str] | None
@@ -46,15 +45,16 @@ async def list_tasks(
     return list(items), total
 
 
-async def count_running(sessions: Sessions, scope: Scope) -> int:
-    """How many visible tasks are running now."""
+async def count_states(sessions: Sessions, scope: Scope, states: Sequence[str]) -> dict[str, int]:
+    """How many visible tasks are in each of ``states`` now (0 for a state with none)."""
     async with sessions() as session:
         result = await session.execute(
-            select(func.count())
-            .select_from(Task)
-            .where(col(Task.state) == TaskState.running.value, *_in_scope(scope))
+            select(col(Task.state), func.count())
+            .where(col(Task.state).in_(list(states)), *_in_scope(scope))
+            .group_by(col(Task.state))
         )
-        return int(result.scalar_one())
+        found = {str(state): int(n) for state, n in result.all()}
+    return {state: found.get(state, 0) for state in states}
 
 
 def _event_filter(task_id: str, run_id: str | None) -> list[Any]:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from core.commands import Registry
-from core.errors import HandoffError, InvalidTransition, NotFound
+from core.errors import InvalidTransition, NotFound
 from core.inputs import SafeText
 from core.models import Run, Task, TaskSource
 from core.states import TaskState
@@ -62,13 +62,6 @@ def _date(value: str | None, *, end: bool = False) -> datetime | None:
         return None
 
 
-async def _queue_depth(services: Services) -> int | None:
-    try:
-        return await asyncio.wait_for(services.queue.depth(), 1.0)
-    except (HandoffError, TimeoutError, OSError):
-        return None
-
-
 @router.get("/tasks")
 async def tasks_page(
     request: Request,
@@ -80,7 +73,7 @@ async def tasks_page(
     until: Annotated[SafeText | None, Query(max_length=10)] = None,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> HTMLResponse:
-    """Tasks the viewer may see, newest first, with filters; queue depth and running count on top."""
+    """Tasks the viewer may see, newest first, with filters; how many run and wait on top."""
     dash, session, viewer, services = _begin(request)
     scope = await dash.scope(services, viewer)
     filters = TaskFilter(
@@ -91,10 +84,10 @@ async def tasks_page(
         since=_date(since),
         until=_date(until, end=True),
     )
-    (items, total), running, depth = await asyncio.gather(
+    # Counted from the tasks, not the arq queue (which also holds integration jobs and repeats).
+    (items, total), counts = await asyncio.gather(
         queries.list_tasks(services.tasks, filters, scope, offset=offset, limit=PAGE_SIZE),
-        queries.count_running(services.sessions, scope),
-        _queue_depth(services),
+        queries.count_states(services.sessions, scope, ("running", "queued", "waiting")),
     )
     repos = sorted(scope) if scope is not None else sorted(await queries.known_repos(services.sessions))
     params = {"repo": repo, "state": state, "source": source, "requester": requester}
@@ -108,8 +101,7 @@ async def tasks_page(
         total=total,
         offset=offset,
         page_size=PAGE_SIZE,
-        running=running,
-        depth=depth,
+        counts=counts,
         params=params,
         repos=repos,
         states=[s.value for s in TaskState],
@@ -274,6 +266,7 @@ async def overview(request: Request, days: Annotated[int, Query(ge=7, le=90)] = 
     since = datetime.combine(today - timedelta(days=days - 1), time(), tzinfo=UTC)
     rows = await queries.runs_since(services.sessions, since, scope)
     median, median_chart = charts.median_duration(rows, today, days)
+    phone = charts.PHONE_WIDTH
     registry: Registry = getattr(services, "commands", None) or dash.commands
     finished = [r for r in rows if r.outcome != "running"]
     return dash.page(
@@ -290,6 +283,10 @@ async def overview(request: Request, days: Annotated[int, Query(ge=7, le=90)] = 
         per_day=charts.runs_per_day(rows, today, days),
         median_chart=median_chart,
         per_repo=charts.cost_per_repo(rows),
+        # The same charts drawn for a phone's width (CSS shows one or the other).
+        per_day_phone=charts.runs_per_day(rows, today, days, width=phone),
+        median_phone=charts.median_duration(rows, today, days, width=phone)[1],
+        per_repo_phone=charts.cost_per_repo(rows, width=phone),
         outcomes=[o for o in charts.OUTCOMES if any(r.outcome == o for r in rows)],
         commands=registry.specs,
         help_text=registry.help_text("markdown"),
