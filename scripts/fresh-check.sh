@@ -70,19 +70,18 @@ if [ "${1:-}" = "--inside" ]; then
     make up >"$log" 2>&1 &
     pid=$!
     set +m
-    local url="http://127.0.0.1:$port"
-    if ! python3 - "$url/readyz" <<'PY'; then
-import sys, time, urllib.request
-deadline = time.monotonic() + 600
-while time.monotonic() < deadline:
-    try:
-        with urllib.request.urlopen(sys.argv[1], timeout=3) as r:
-            print("readyz:", r.status, r.read().decode()); sys.exit(0)
-    except Exception:
-        time.sleep(1)
-sys.exit(1)
-PY
-      echo "the API never answered $url/readyz"; tail -40 "$log"; kill -INT -- -"$pid" 2>/dev/null; return 1
+    local url="http://127.0.0.1:$port" ready=0
+    for _ in $(seq 600); do
+      kill -0 "$pid" 2>/dev/null || break  # make up ended: no point waiting
+      if python3 -c "import sys, urllib.request; print('readyz:', urllib.request.urlopen(sys.argv[1], timeout=3).read().decode())" "$url/readyz" 2>/dev/null; then
+        ready=1; break
+      fi
+      sleep 1
+    done
+    if [ "$ready" -ne 1 ]; then
+      echo "the API never answered $url/readyz; make up printed:"; sed 's/^/  | /' "$log"
+      kill -INT -- -"$pid" 2>/dev/null
+      return 1
     fi
     echo "--- make up printed:"; sed 's/^/  | /' "$log"
     local repo=/tmp/fresh-repo.git seed=/tmp/fresh-seed

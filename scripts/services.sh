@@ -64,7 +64,10 @@ stop_services() {
     case $s in
       redis) redis-cli -p "$HANDOFF_TEST_REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true ;;
       postgres) as_pg "$HANDOFF_TEST_PG_BIN/pg_ctl" -D "$HANDOFF_TEST_PG_DATA" -m fast stop >/dev/null 2>&1 || true ;;
-      docker) kill "$(cat "$_svc_dir/dockerd.pid")" 2>/dev/null || true ;;
+      docker)  # and wait: a dockerd still shutting down makes the next one refuse to start
+        _pid=$(cat "$_svc_dir/dockerd.pid")
+        kill "$_pid" 2>/dev/null || true
+        for _ in $(seq 200); do kill -0 "$_pid" 2>/dev/null || break; sleep 0.1; done ;;
     esac
   done
 }

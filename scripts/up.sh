@@ -8,7 +8,13 @@ if ! docker info >/dev/null 2>&1; then
   echo "starting dockerd (no bridge, no iptables: agent containers have no network)"
   mkdir -p .handoff
   nohup dockerd --bridge=none --iptables=false --ip6tables=false >.handoff/dockerd.log 2>&1 &
-  for _ in $(seq 300); do docker info >/dev/null 2>&1 && break; sleep 0.1; done
+  for _ in $(seq 600); do docker info >/dev/null 2>&1 && break; sleep 0.1; done
+  if ! docker info >/dev/null 2>&1; then
+    echo "dockerd did not start within 60 s; the end of .handoff/dockerd.log:" >&2
+    tail -n 15 .handoff/dockerd.log >&2
+    exit 1
+  fi
 fi
 docker image inspect handoff-sandbox:minimal >/dev/null 2>&1 || uv run --frozen handoff sandbox build --offline --variant minimal
+# exec: Ctrl-C reaches handoff directly, which stops cleanly and quietly.
 exec uv run --frozen handoff up --host "${HANDOFF_HOST:-127.0.0.1}" --port "${HANDOFF_PORT:-8000}"

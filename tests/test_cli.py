@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import sys
 from pathlib import Path
+from typing import Any
 
 from core.settings import Settings
 from tests.conftest import LiveServer, git, running_worker
@@ -228,15 +229,14 @@ async def test_handoff_yml_in_the_working_directory_is_read_by_default(tmp_path:
 
 
 def test_every_option_and_argument_has_help() -> None:
-    import click
     import typer.main
 
     from web.cli import app
 
     missing = []
 
-    def walk(command: click.Command, path: str) -> None:
-        if isinstance(command, click.Group):
+    def walk(command: Any, path: str) -> None:  # typer's own (vendored) click objects
+        if hasattr(command, "commands"):
             for name, sub in command.commands.items():
                 walk(sub, f"{path} {name}")
             return

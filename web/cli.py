@@ -259,6 +259,7 @@ def sandbox_build(
     """Build the sandbox images without a registry."""
     import docker
     import docker.errors
+    import requests
 
     from jobs.image import DEFAULT_TAGS, build_offline, image_exists
 
@@ -281,8 +282,8 @@ def sandbox_build(
                 continue
             console.print(f"building {name} …")
             console.print(f"built {build_offline(client, variant=v, tag=tag)}")  # type: ignore[arg-type]
-    except (HandoffError, docker.errors.DockerException) as exc:
-        fail(f"sandbox build failed: {_first_line(exc)}")
+    except (HandoffError, docker.errors.DockerException, requests.RequestException) as exc:
+        fail(f"sandbox build failed: {_first_line(exc)} (is the Docker engine running? DOCKER_HOST)")
 
 
 @setup_app.command("github")

@@ -185,8 +185,10 @@ class FakeLLM:
             return JSONResponse({"data": data, "has_more": False, "first_id": names[0], "last_id": names[-1]})
         if request.headers.get("authorization") != f"Bearer {OPENAI_KEY}":
             return _openai_error(401, "invalid_api_key", "Incorrect API key provided")
-        data = [{"id": n, "object": "model", "created": 1735689600, "owned_by": "fake"} for n in names]
-        return JSONResponse({"object": "list", "data": data})
+        listed: list[dict[str, Any]] = [
+            {"id": n, "object": "model", "created": 1735689600, "owned_by": "fake"} for n in names
+        ]
+        return JSONResponse({"object": "list", "data": listed})
 
     # -- Anthropic ------------------------------------------------------------------------------
 
