@@ -16,5 +16,6 @@ if ! docker info >/dev/null 2>&1; then
   fi
 fi
 docker image inspect handoff-sandbox:minimal >/dev/null 2>&1 || uv run --frozen handoff sandbox build --offline --variant minimal
-# exec: Ctrl-C reaches handoff directly, which stops cleanly and quietly.
-exec uv run --frozen handoff up --host "${HANDOFF_HOST:-127.0.0.1}" --port "${HANDOFF_PORT:-8000}"
+# The environment's own entry point, not `uv run`: Ctrl-C reaches handoff, which stops cleanly and
+# exits 0, so make prints nothing (uv would exit 130 for having seen the SIGINT itself).
+exec .venv/bin/handoff up --host "${HANDOFF_HOST:-127.0.0.1}" --port "${HANDOFF_PORT:-8000}"
