@@ -61,6 +61,10 @@ def test_shipped_files_agree_with_each_other() -> None:
     # Every setting reaches the containers, but DOCKER_HOST: the worker gets the socket mounted.
     wanted = {name.upper() for name in Settings.model_fields} - {"DOCKER_HOST"}
     assert wanted <= passed, f"not passed through docker-compose.yml: {sorted(wanted - passed)}"
+    # The README shows both files in full: they must be the files themselves.
+    readme = (ROOT / "README.md").read_text()
+    assert (ROOT / "deploy" / "handoff.yml").read_text() in readme
+    assert (ROOT / "examples" / ".handoff.yml").read_text() in readme
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".git", ".env", ".venv", "deploy/secrets", ".handoff"} <= set(ignored)
 
