@@ -35,6 +35,24 @@ async def test_probes_when_everything_answers(settings: Settings) -> None:
     assert set(answers["/healthz"].json()["checks"]) == {"database", "redis", "docker"}
 
 
+async def test_metrics_say_whether_a_worker_reports(sqlite_settings: Settings) -> None:
+    from tests.conftest import running_worker
+    from tests.helpers import wait_until
+    from web.app import create_app
+
+    async with (
+        LiveServer(create_app(sqlite_settings)) as server,
+        httpx.AsyncClient(base_url=server.url) as client,
+    ):
+        assert "handoff_worker_up 0.0" in (await client.get("/metrics")).text
+        async with running_worker(sqlite_settings):
+
+            async def reported() -> bool:
+                return "handoff_worker_up 1.0" in (await client.get("/metrics")).text
+
+            await wait_until(reported, timeout=30, interval=0.2)
+
+
 async def test_readyz_needs_no_docker_but_healthz_reports_it(sqlite_settings: Settings) -> None:
     # The API container of a compose deployment has no Docker socket: it is still ready.
     answers = await probe(sqlite_settings.model_copy(update={"docker_host": "unix:///nonexistent.sock"}))

@@ -129,6 +129,13 @@ class _Snapshot(Collector):
             yield GaugeMetricFamily(
                 "handoff_queue_depth", "Jobs waiting in the arq queue", value=float(depth)
             )
+        worker = self.data.get("worker_up")
+        if worker is not None:
+            yield GaugeMetricFamily(
+                "handoff_worker_up",
+                f"1 when a worker reported in the last {WORKER_HEALTH_INTERVAL_S} s (arq health key)",
+                value=float(worker),
+            )
         durations: list[float] = self.data["durations"]
         buckets = [(str(b), float(sum(1 for d in durations if d <= b))) for b in DURATION_BUCKETS]
         buckets.append(("+Inf", float(len(durations))))
@@ -142,12 +149,14 @@ class _Snapshot(Collector):
 
 @router.get("/metrics")
 async def metrics(svc: ServicesDep) -> Response:
-    """Prometheus metrics: tasks by state, run durations, queue depth."""
+    """Prometheus metrics: tasks by state, run durations, queue depth, whether a worker reports."""
     states = await svc.tasks.counts_by_state()
     try:
         depth: int | None = await asyncio.wait_for(svc.queue.depth(), 2.0)
+        beat = await asyncio.wait_for(last_worker_beat(svc.queue), 2.0)
+        worker_up: int | None = int(beat is not None)
     except (HandoffError, TimeoutError):
-        depth = None
+        depth = worker_up = None
     async with svc.sessions() as session:
         rows = await session.execute(
             select(Run)
@@ -157,5 +166,6 @@ async def metrics(svc: ServicesDep) -> Response:
         )
         durations = [r.duration_s for r in rows.scalars() if r.duration_s is not None]
     registry = CollectorRegistry()
-    registry.register(_Snapshot({"states": states, "queue_depth": depth, "durations": durations}))
+    snapshot = {"states": states, "queue_depth": depth, "worker_up": worker_up, "durations": durations}
+    registry.register(_Snapshot(snapshot))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
