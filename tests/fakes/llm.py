@@ -1,11 +1,13 @@
-"""A scripted LLM on loopback speaking the Anthropic Messages and OpenAI Chat Completions formats.
+"""A scripted LLM on loopback speaking the Anthropic Messages, OpenAI Chat Completions and OpenAI
+Responses formats.
 
 :class:`FakeLLM` is a real HTTP server (serve ``fake.app`` with ``tests.conftest.LiveServer``):
 ``POST /v1/messages`` answers as the Anthropic API, ``POST /v1/chat/completions`` as OpenAI's,
 each streamed (server-sent events, with the event order and shapes of the real APIs: Anthropic's
 ``message_start`` … ``content_block_delta`` (``text_delta``, ``input_json_delta`` in pieces) …
 ``message_stop``; OpenAI's ``chat.completion.chunk`` deltas, a final usage chunk and ``[DONE]``)
-or as one JSON body, as the request asks.
+or as one JSON body, as the request asks. ``POST /v1/responses`` answers as OpenAI's Responses API
+(what Codex speaks; :mod:`tests.fakes.llm_responses`).
 
 It plays a script: each request takes the next :class:`Reply` (text, tool calls, usage) or
 :class:`Fault` (an HTTP error with the real error body and headers: 429 with ``retry-after``,
@@ -27,6 +29,8 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from tests.fakes import llm_responses as responses_api
 
 API_KEY = "sk-ant-test-0123456789abcdefghij"
 OPENAI_KEY = "sk-test-0123456789abcdefghijklmn"
@@ -54,6 +58,8 @@ class Reply:
     usage: tuple[int, int] = (1000, 100)
     delay_s: float = 0.0
     sticky: bool = False  # answer every later request with this reply too
+    pieces: int = 3  # a streamed text or argument string arrives in this many deltas
+    piece_delay_s: float = 0.0  # pause after each delta (a slow, long answer)
 
 
 @dataclass(frozen=True)
@@ -70,7 +76,7 @@ class Fault:
 class Recorded:
     """A request the fake received."""
 
-    api: str  # "anthropic" | "openai"
+    api: str  # "anthropic" | "openai" | "responses"
     body: dict[str, Any]
     headers: dict[str, str]
     at: float
@@ -84,9 +90,13 @@ class Recorded:
         tools = self.body.get("tools") or []
         if self.api == "anthropic":
             return [t["name"] for t in tools]
+        if self.api == "responses":
+            return [t["name"] for t in tools if t.get("type") == "function"]
         return [t["function"]["name"] for t in tools]
 
     def system(self) -> str:
+        if self.api == "responses":
+            return str(self.body.get("instructions") or "")
         if self.api == "anthropic":
             system = self.body.get("system")
             return system if isinstance(system, str) else json.dumps(system)
@@ -94,6 +104,8 @@ class Recorded:
 
     def user_text(self) -> str:
         """Every user text in the conversation (not tool results), joined."""
+        if self.api == "responses":
+            return "\n".join(responses_api.user_texts(self.body))
         parts: list[str] = []
         for m in self.body["messages"]:
             if m["role"] != "user":
@@ -107,6 +119,8 @@ class Recorded:
 
     def tool_results(self) -> list[dict[str, Any]]:
         """Tool results sent back in this request, oldest first: ``{id, content, is_error}``."""
+        if self.api == "responses":
+            return responses_api.tool_results(self.body)
         out: list[dict[str, Any]] = []
         for m in self.body["messages"]:
             if self.api == "anthropic" and m["role"] == "user" and isinstance(m["content"], list):
@@ -132,6 +146,8 @@ class Recorded:
 
 
 def _last_call_ids(req: Recorded) -> set[str]:
+    if req.api == "responses":
+        return responses_api.last_call_ids(req.body)
     for m in reversed(req.body["messages"]):
         if m["role"] != "assistant":
             continue
@@ -144,17 +160,28 @@ def _last_call_ids(req: Recorded) -> set[str]:
 class FakeLLM:
     """The scripted model server; see the module docstring."""
 
-    def __init__(self, script: list[Reply | Fault] | None = None, models: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        script: list[Reply | Fault] | None = None,
+        models: tuple[str, ...] = (),
+        *,
+        anthropic_key: str = API_KEY,
+        openai_key: str = OPENAI_KEY,
+    ) -> None:
+        self.anthropic_key = anthropic_key
+        self.openai_key = openai_key
         self.script: list[Reply | Fault] = list(script or [])
         self.models = set(models) or {"claude-test", "gpt-test"}
         self.requests: list[Recorded] = []
         self.problems: list[str] = []  # protocol violations seen (a test should assert it is empty)
+        self.streams: list[str] = []  # how each streamed answer ended: "complete" or "cut"
         self._ids = itertools.count(1)
         self._sticky: Reply | None = None
         self.app = FastAPI()
         self.app.post("/v1/messages")(self._anthropic)
         self.app.post("/v1/chat/completions")(self._openai)
         self.app.get("/v1/models")(self._models)
+        self.app.post("/v1/responses")(self._responses)
 
     def add(self, *steps: Reply | Fault) -> None:
         """Append steps to the script."""
@@ -176,7 +203,7 @@ class FakeLLM:
         names = sorted(self.models)
         if "anthropic-version" in request.headers:
             bearer = request.headers.get("authorization", "").removeprefix("Bearer ")
-            if API_KEY not in (request.headers.get("x-api-key"), bearer):
+            if self.anthropic_key not in (request.headers.get("x-api-key"), bearer):
                 return _anthropic_error(401, "authentication_error", "invalid x-api-key")
             data = [
                 {"type": "model", "id": n, "display_name": n, "created_at": "2025-01-01T00:00:00Z"}
@@ -197,7 +224,7 @@ class FakeLLM:
         self.requests.append(Recorded("anthropic", body, dict(request.headers), time.monotonic()))
         # Older SDKs send x-api-key, newer ones a bearer token: the real API takes both.
         bearer = request.headers.get("authorization", "").removeprefix("Bearer ")
-        if API_KEY not in (request.headers.get("x-api-key"), bearer):
+        if self.anthropic_key not in (request.headers.get("x-api-key"), bearer):
             return _anthropic_error(401, "authentication_error", "invalid x-api-key")
         if body.get("model") not in self.models:
             return _anthropic_error(404, "not_found_error", f"model: {body.get('model')}")
@@ -245,16 +272,14 @@ class FakeLLM:
                     "usage": {"input_tokens": step.usage[0], "output_tokens": step.usage[1]},
                 }
             )
-        return StreamingResponse(
-            _anthropic_events(msg_id, body["model"], blocks, stop, step.usage), media_type="text/event-stream"
-        )
+        return self._stream(_anthropic_events(msg_id, body["model"], blocks, stop, step))
 
     # -- OpenAI ---------------------------------------------------------------------------------
 
     async def _openai(self, request: Request) -> Response:
         body = await request.json()
         self.requests.append(Recorded("openai", body, dict(request.headers), time.monotonic()))
-        if request.headers.get("authorization") != f"Bearer {OPENAI_KEY}":
+        if request.headers.get("authorization") != f"Bearer {self.openai_key}":
             return _openai_error(401, "invalid_api_key", "Incorrect API key provided")
         if body.get("model") not in self.models:
             return _openai_error(404, "model_not_found", f"The model `{body.get('model')}` does not exist")
@@ -292,12 +317,58 @@ class FakeLLM:
                 }
             )
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        return StreamingResponse(
-            _openai_chunks(
-                body["model"], created, step.text, calls, finish, usage if include_usage else None
-            ),
-            media_type="text/event-stream",
+        return self._stream(
+            _openai_chunks(body["model"], created, step, calls, finish, usage if include_usage else None)
         )
+
+    # -- OpenAI Responses -----------------------------------------------------------------------
+
+    async def _responses(self, request: Request) -> Response:
+        body = await request.json()
+        self.requests.append(Recorded("responses", body, dict(request.headers), time.monotonic()))
+        if request.headers.get("authorization") != f"Bearer {self.openai_key}":
+            return _openai_error(401, "invalid_api_key", "Incorrect API key provided")
+        if body.get("model") not in self.models:
+            return _openai_error(404, "model_not_found", f"The model `{body.get('model')}` does not exist")
+        problem = responses_api.check(body)
+        if problem:
+            self.problems.append(problem)
+            return _openai_error(400, "invalid_request_error", problem)
+        step = self._next()
+        if isinstance(step, Fault):
+            return _openai_error(step.status, step.kind or "server_error", step.message, step.headers)
+        await asyncio.sleep(step.delay_s)
+        calls = [(f"call_{next(self._ids):04d}", c.name, c.arguments) for c in step.calls]
+        items = responses_api.output_items(step.text, calls, lambda: next(self._ids))
+        resp_id = f"resp_{next(self._ids):04d}"
+        if not body.get("stream"):
+            return JSONResponse(
+                responses_api.response_body(resp_id, body["model"], items, step.usage, "completed")
+            )
+        return self._stream(
+            responses_api.stream_events(
+                resp_id,
+                body["model"],
+                items,
+                step.usage,
+                lambda t: _pieces(t, step.pieces),
+                step.piece_delay_s,
+            )
+        )
+
+    def _stream(self, events: AsyncIterator[str]) -> StreamingResponse:
+        """Stream ``events``, recording whether the client took all of them (:attr:`streams`)."""
+
+        async def tracked() -> AsyncIterator[str]:
+            ended = "cut"
+            try:
+                async for event in events:
+                    yield event
+                ended = "complete"
+            finally:
+                self.streams.append(ended)
+
+        return StreamingResponse(tracked(), media_type="text/event-stream")
 
 
 def _sse(event: str, data: dict[str, Any]) -> str:
@@ -310,8 +381,9 @@ def _pieces(text: str, n: int = 3) -> list[str]:
 
 
 async def _anthropic_events(
-    msg_id: str, model: str, blocks: list[dict[str, Any]], stop: str, usage: tuple[int, int]
+    msg_id: str, model: str, blocks: list[dict[str, Any]], stop: str, step: Reply
 ) -> AsyncIterator[str]:
+    usage = step.usage
     start: dict[str, Any] = {
         "id": msg_id,
         "type": "message",
@@ -334,18 +406,18 @@ async def _anthropic_events(
                     "content_block": {"type": "text", "text": ""},
                 },
             )
-            for piece in _pieces(block["text"]):
+            for piece in _pieces(block["text"], step.pieces):
                 delta = {"type": "text_delta", "text": piece}
                 yield _sse(
                     "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
                 )
-                await asyncio.sleep(0)
+                await asyncio.sleep(step.piece_delay_s)
         else:
             head = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}
             yield _sse(
                 "content_block_start", {"type": "content_block_start", "index": index, "content_block": head}
             )
-            for piece in _pieces(block["call"].arguments):
+            for piece in _pieces(block["call"].arguments, step.pieces):
                 delta = {"type": "input_json_delta", "partial_json": piece}
                 yield _sse(
                     "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
@@ -363,7 +435,7 @@ async def _anthropic_events(
 async def _openai_chunks(
     model: str,
     created: int,
-    text: str,
+    step: Reply,
     calls: list[tuple[str, Call]],
     finish: str,
     usage: dict[str, int] | None,
@@ -379,9 +451,10 @@ async def _openai_chunks(
         return f"data: {json.dumps(body)}\n\n"
 
     yield chunk({"role": "assistant", "content": ""})
-    if text:
-        for piece in _pieces(text):
+    if step.text:
+        for piece in _pieces(step.text, step.pieces):
             yield chunk({"content": piece})
+            await asyncio.sleep(step.piece_delay_s)
     for index, (call_id, call) in enumerate(calls):
         head = {
             "index": index,
@@ -390,7 +463,7 @@ async def _openai_chunks(
             "function": {"name": call.name, "arguments": ""},
         }
         yield chunk({"tool_calls": [head]})
-        for piece in _pieces(call.arguments):
+        for piece in _pieces(call.arguments, step.pieces):
             yield chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
     yield chunk({}, finish)
     if usage is not None:
