@@ -176,14 +176,21 @@ def image_exists(client: docker.DockerClient, tag: str) -> bool:
     return True
 
 
-def _import(client: docker.DockerClient, tar_path: Path, tag: str, path_env: str) -> None:
+def import_rootfs(
+    client: docker.DockerClient,
+    tar_path: Path,
+    tag: str,
+    path_env: str,
+    extra_changes: list[str] | None = None,
+) -> None:
+    """``docker import`` the root filesystem tar at ``tar_path`` as ``tag`` (replacing it)."""
     repository, _, version = tag.rpartition(":") if ":" in tag.split("/")[-1] else (tag, "", "latest")
     try:
         previous: str | None = client.images.get(tag).id
     except docker.errors.ImageNotFound:
         previous = None
     result: Any = client.api.import_image_from_file(
-        str(tar_path), repository=repository, tag=version, changes=_changes(path_env)
+        str(tar_path), repository=repository, tag=version, changes=_changes(path_env) + (extra_changes or [])
     )
     # The engine reports failures inside a 200 response body.
     if isinstance(result, str) and '"error"' in result:
@@ -225,7 +232,7 @@ def build_offline(
                 debian_rootfs_tar(out, tree)
                 path_env = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
         try:
-            _import(client, tar_path, tag, path_env)
+            import_rootfs(client, tar_path, tag, path_env)
         except docker.errors.APIError as exc:
             raise SandboxError(f"docker import of {tag} failed: {exc.explanation or exc}") from exc
     return tag

@@ -308,7 +308,9 @@ def test_codex_failed_turn_is_an_error_and_plain_lines_are_logs() -> None:
     translator = translator_for("codex")
     assert isinstance(translator, CodexTranslator)
     events = _feed(translator, "codex-rate-limited.jsonl") + translator.feed("Reading prompt from stdin...")
-    assert [t for t, _ in events] == ["progress", "error", "error", "log"]
+    # The retry notice is a log line; the failed turn is the error.
+    assert [t for t, _ in events] == ["progress", "log", "error", "log"]
+    assert "retrying 1/5" in events[1][1]["text"]
     assert "429 Too Many Requests" in events[2][1]["message"]
     assert translator_for("events") is None
 

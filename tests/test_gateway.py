@@ -21,7 +21,7 @@ import openai
 import pytest
 
 from core.config import Budget, Price
-from jobs.gateway.meter import Usage
+from jobs.gateway.meter import CallMeter, SSEScanner, Usage
 from jobs.gateway.model import Upstream
 from jobs.gateway.session import ModelAccess, RunGateway, SandboxAccess
 from tests.conftest import LiveServer
@@ -305,3 +305,33 @@ def test_usage_event_data_is_what_budgets_count() -> None:
         "usage": {"input_tokens": 10, "output_tokens": 20, "cost_usd": 0.5},
         "estimated": True,
     }
+
+
+def test_the_scanner_reads_events_split_anywhere_and_crlf_streams() -> None:
+    stream = (
+        b'event: message_start\r\ndata: {"type":"message_start","message":{"usage":{"input_tokens":7}}}\r\n\r\n'
+        b'event: content_block_delta\r\ndata: {"type":"content_block_delta","index":0,'
+        b'"delta":{"type":"text_delta","text":"abcdefgh"}}\r\n\r\n'
+        b": a comment\r\n\r\n"
+        b'event: message_delta\r\ndata: {"type":"message_delta","usage":{"output_tokens":3}}\r\n\r\n'
+    )
+    for size in (1, 2, 7, 64, len(stream)):
+        scanner, call = SSEScanner(), CallMeter("anthropic", "claude-test")
+        events = [e for i in range(0, len(stream), size) for e in scanner.feed(stream[i : i + size])]
+        assert [name for name, _ in events] == [b"message_start", b"content_block_delta", b"message_delta"]
+        for name, data in events[:2]:
+            call.event(name, data)
+        assert (call.input_tokens, call.output_estimate, call.final) == (7, 2, False)  # 8 chars ≈ 2 tokens
+        call.event(*events[2])
+        assert (call.input_tokens, call.output_estimate, call.final) == (7, 3, True)
+
+
+def test_delta_envelopes_are_learned_once_and_chat_usage_is_found_without_parsing_every_chunk() -> None:
+    call = CallMeter("chat", "gpt-test")
+    head = '{"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"%s"}}]}'
+    for text in ("", "x" * 40, "y" * 400):
+        call.event(b"", (head % text).encode())
+    assert call.output_estimate == 110  # 440 characters / 4
+    call.event(b"", b'{"id":"c","choices":[],"usage": {"prompt_tokens": 12, "completion_tokens": 99}}')
+    call.event(b"", b"[DONE]")
+    assert (call.input_tokens, call.output_estimate, call.final) == (12, 99, True)

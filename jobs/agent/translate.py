@@ -8,10 +8,16 @@
   ``item.started``/``item.updated``/``item.completed`` (``agent_message``, ``reasoning``,
   ``command_execution``, ``file_change``, ``mcp_tool_call``, ``web_search``, ``todo_list``,
   ``error``), ``turn.completed`` with ``usage``, ``turn.failed`` and ``error``. It reports no cost,
-  so the cost comes from the price table.
+  so the cost comes from the price table. A top-level ``error`` is a retry notice ("Reconnecting...
+  2/5") and an ``error`` item a warning (unknown model metadata): both are logged; only
+  ``turn.failed`` is an error.
+
+``tests/data/agent`` holds streams recorded from the real CLIs (Claude Code 2.1.332, Codex 0.171.0)
+running in their images against the fake provider, beside older hand-checked ones.
 
 Usage becomes ``progress`` events with ``data.usage`` (input/output tokens and cost), which the
-event pump adds up for the run and its budgets. Claude Code repeats a call's usage on every content
+event pump adds up for the run and its budgets — unless the run's model gateway meters the calls
+(``metered=True``): then the CLI's own figures, which a hostile agent could forge, are not counted. Claude Code repeats a call's usage on every content
 block of that call, so usage is counted once per message id, and its final ``result`` (the
 authoritative totals) corrects whatever the running count missed. Lines that are not JSON become
 ``log`` events, as for any agent.
@@ -43,12 +49,15 @@ class Translator(Protocol):
         ...
 
 
-def translator_for(output: str, price: Price | None = None) -> Translator | None:
-    """The translator for a profile's ``output`` format (``None`` for Handoff's own events)."""
+def translator_for(output: str, price: Price | None = None, *, metered: bool = False) -> Translator | None:
+    """The translator for a profile's ``output`` format (``None`` for Handoff's own events).
+
+    ``metered``: the gateway counts the run's tokens, so the translator reports none.
+    """
     if output == "claude-code":
-        return ClaudeCodeTranslator(price)
+        return ClaudeCodeTranslator(price, metered=metered)
     if output == "codex":
-        return CodexTranslator(price)
+        return CodexTranslator(price, metered=metered)
     return None
 
 
@@ -75,12 +84,15 @@ def _int(value: Any) -> int:
 class _Usage:
     """Running usage totals, emitted as deltas."""
 
-    def __init__(self, price: Price | None) -> None:
+    def __init__(self, price: Price | None, enabled: bool = True) -> None:
         self.price = price
+        self.enabled = enabled
         self.tokens_in = self.tokens_out = 0
         self.cost = 0.0
 
     def delta(self, tokens_in: int, tokens_out: int, cost: float | None = None) -> Event | None:
+        if not self.enabled:
+            return None
         if cost is None:
             cost = self.price.cost(tokens_in, tokens_out) if self.price else 0.0
         if not (tokens_in or tokens_out or cost):
@@ -95,10 +107,10 @@ class _Usage:
 class ClaudeCodeTranslator:
     """Claude Code's ``stream-json`` output as run events."""
 
-    def __init__(self, price: Price | None = None) -> None:
+    def __init__(self, price: Price | None = None, *, metered: bool = False) -> None:
         self.model: str | None = None
         self.steps = 0
-        self._usage = _Usage(price)
+        self._usage = _Usage(price, enabled=not metered)
         self._seen: dict[str, tuple[int, int]] = {}  # message id -> usage counted so far
         self._tools: dict[str, str] = {}  # tool_use id -> name
 
@@ -209,10 +221,10 @@ class ClaudeCodeTranslator:
 class CodexTranslator:
     """Codex CLI's ``exec --json`` output as run events."""
 
-    def __init__(self, price: Price | None = None) -> None:
+    def __init__(self, price: Price | None = None, *, metered: bool = False) -> None:
         self.model: str | None = None
         self.steps = 0
-        self._usage = _Usage(price)
+        self._usage = _Usage(price, enabled=not metered)
         self._started: set[str] = set()
         self._last_message: str | None = None
         self.failed = False
@@ -233,7 +245,9 @@ class CodexTranslator:
             usage: dict[str, Any] = raw if isinstance(raw, dict) else {}
             delta = self._usage.delta(_int(usage.get("input_tokens")), _int(usage.get("output_tokens")))
             return [delta] if delta is not None else []
-        if kind in ("turn.failed", "error"):
+        if kind == "error":  # a retry notice; a failure ends in turn.failed
+            return [("log", {"text": f"codex: {obj.get('message') or kind}"})]
+        if kind == "turn.failed":
             self.failed = True
             raw_error = obj.get("error")
             error: dict[str, Any] = raw_error if isinstance(raw_error, dict) else obj
@@ -260,8 +274,8 @@ class CodexTranslator:
             return [("log", {"text": f"reasoning: {item.get('text', '')}"})] if done else []
         if item_type == "todo_list":
             return [("progress", {"step": "plan", "items": item.get("items") or []})]
-        if item_type == "error":
-            return [("error", {"message": f"codex: {item.get('message', '')}"})]
+        if item_type == "error":  # a warning (the run goes on); failures are turn.failed
+            return [("log", {"text": f"codex warning: {item.get('message', '')}"})]
         name, call_input = self._call(item)
         if name is None:
             return []

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -28,6 +29,7 @@ from core.config import Budget, Price
 
 Api = Literal["anthropic", "chat", "responses"]
 CHARS_PER_TOKEN = 4
+_USAGE = re.compile(rb'"usage"\s*:\s*\{')  # a chat chunk that carries the usage object
 
 
 def _int(value: Any) -> int:
@@ -58,36 +60,53 @@ class Usage:
 
 
 class SSEScanner:
-    """Splits a server-sent event stream into ``(event, data)`` pairs as its bytes arrive.
+    """Splits a server-sent event stream into ``(event name, data)`` pairs as its bytes arrive.
 
-    The bytes themselves are passed on unchanged by the gateway; this only reads along.
+    The bytes themselves are relayed unchanged by the gateway; this only reads along, so it works
+    on whole blocks (split at blank lines) rather than line by line.
     """
 
     def __init__(self) -> None:
-        self._buffer = b""
-        self._event = ""
-        self._data: list[bytes] = []
+        self._rest = b""
 
-    def feed(self, chunk: bytes) -> Iterator[tuple[str, bytes]]:
+    def feed(self, chunk: bytes) -> list[tuple[bytes, bytes]]:
         """The complete events in ``chunk`` (with what was left over from earlier chunks)."""
-        self._buffer += chunk
-        while True:
-            end = self._buffer.find(b"\n")
-            if end < 0:
-                return
-            line, self._buffer = self._buffer[:end].rstrip(b"\r"), self._buffer[end + 1 :]
-            if not line:
-                if self._data:
-                    yield self._event, b"\n".join(self._data)
-                self._event, self._data = "", []
-            elif line.startswith(b"data:"):
-                self._data.append(line[5:].removeprefix(b" "))
-            elif line.startswith(b"event:"):
-                self._event = line[6:].strip().decode("utf-8", "replace")
+        buffer = self._rest + chunk if self._rest else chunk
+        if b"\r" in buffer:
+            buffer = buffer.replace(b"\r\n", b"\n")
+        blocks = buffer.split(b"\n\n")
+        self._rest = blocks.pop()
+        events: list[tuple[bytes, bytes]] = []
+        for block in blocks:
+            name = b""
+            data: bytes | None = None
+            for line in block.split(b"\n"):
+                if line.startswith(b"data:"):
+                    part = line[6:] if line[5:6] == b" " else line[5:]
+                    data = part if data is None else data + b"\n" + part
+                elif line.startswith(b"event:"):
+                    name = line[6:].strip()
+            if data is not None:
+                events.append((name, data))
+        return events
+
+
+def _json(data: bytes) -> dict[str, Any] | None:
+    try:
+        obj = json.loads(data)
+    except ValueError:
+        return None
+    return obj if isinstance(obj, dict) else None
 
 
 class CallMeter:
-    """The usage of one model call, read from its response (streamed or not)."""
+    """The usage of one model call, read from its response (streamed or not).
+
+    Streamed events are read cheaply: the events that carry usage are parsed; the many small
+    delta events are not — the first one is, to learn the size of its JSON envelope, and each
+    later one counts as its length less that envelope (escapes make this a slight overestimate,
+    which only makes a budget stop a little early; the provider's count replaces it).
+    """
 
     def __init__(self, api: Api, model: str) -> None:
         self.api = api
@@ -96,25 +115,43 @@ class CallMeter:
         self.output_tokens = 0
         self.final = False  # the provider's output count has arrived
         self._chars = 0
+        self._envelope: int | None = None
 
     @property
     def output_estimate(self) -> int:
         """Output tokens so far: the provider's count once known, else estimated from the text."""
-        return (
-            self.output_tokens
-            if self.final
-            else max(self.output_tokens, math.ceil(self._chars / CHARS_PER_TOKEN))
-        )
+        if self.final:
+            return self.output_tokens
+        return max(self.output_tokens, math.ceil(self._chars / CHARS_PER_TOKEN))
 
-    def event(self, data: bytes) -> None:
-        """Read one streamed event's data (a JSON object; anything else is ignored)."""
-        if data == b"[DONE]":
+    def event(self, name: bytes, data: bytes) -> None:
+        """Read one streamed event (its ``event:`` name, possibly empty, and its data)."""
+        if self.api == "anthropic" and name:
+            if name == b"content_block_delta":
+                self._delta(data)
+            elif name in (b"message_start", b"message_delta"):
+                self._parsed(data)
+        elif self.api == "responses" and name:
+            if name.endswith(b".delta"):
+                self._delta(data)
+            elif name in (b"response.completed", b"response.incomplete", b"response.failed"):
+                self._parsed(data)
+        elif self.api == "chat" and not _USAGE.search(data) and data != b"[DONE]":
+            self._delta(data)
+        else:  # usage, or a stream without event names: read it whole
+            self._parsed(data)
+
+    def _delta(self, data: bytes) -> None:
+        if self._envelope is not None:
+            self._chars += max(0, len(data) - self._envelope)
             return
-        try:
-            obj = json.loads(data)
-        except ValueError:
-            return
-        if isinstance(obj, dict):
+        before = self._chars
+        self._parsed(data)
+        self._envelope = len(data) - (self._chars - before)
+
+    def _parsed(self, data: bytes) -> None:
+        obj = _json(data)
+        if obj is not None:
             {"anthropic": self._anthropic, "chat": self._chat, "responses": self._responses}[self.api](obj)
 
     def body(self, obj: Any) -> None:
@@ -218,12 +255,14 @@ class RunMeter:
 
     def exceeded(self, call: CallMeter | None = None) -> str | None:
         """Why the budget is used up (counting ``call`` in flight), or ``None``."""
+        b = self.budget
+        if b.max_input_tokens is b.max_output_tokens is b.max_tokens is b.max_cost_usd is None:
+            return None  # checked for every streamed chunk: the common case costs nothing
         tokens_in, tokens_out, cost = self.input_tokens, self.output_tokens, self.cost_usd
         if call is not None:
             tokens_in += call.input_tokens
             tokens_out += call.output_estimate
             cost += self.cost(call.model, call.input_tokens, call.output_estimate)
-        b = self.budget
         if b.max_input_tokens is not None and tokens_in > b.max_input_tokens:
             return f"{tokens_in} input tokens used (limit {b.max_input_tokens})"
         if b.max_output_tokens is not None and tokens_out > b.max_output_tokens:

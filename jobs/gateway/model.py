@@ -16,10 +16,14 @@ run's directory. For each request the gateway
    when the budget runs out mid-answer, and reports each call's usage (``on_usage``).
 
 Bytes are relayed as they arrive; responses are requested uncompressed so they can be metered.
+The server side is uvicorn and Starlette; the provider side is aiohttp, whose C parser hands over
+whatever has arrived in one piece — httpx's pure-Python HTTP/1.1 parser costs a call per provider
+chunk, which made the gateway the slowest stage of a fast stream (``bench/gateway.py``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import json
@@ -29,7 +33,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import httpx
+import aiohttp
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -138,7 +142,8 @@ class ModelGateway:
         self.on_exhausted = on_exhausted
         self.on_refused = on_refused
         self.exhausted: str | None = None
-        self._client = httpx.AsyncClient(timeout=httpx.Timeout(timeout_s, connect=30.0))
+        self.timeout_s = timeout_s
+        self._client: aiohttp.ClientSession | None = None
         self._server: _QuietServer | None = None
         self._serving: Any = None
         routes = [Route(path, self._handle, methods=["POST"]) for path in _ROUTES]
@@ -150,8 +155,10 @@ class ModelGateway:
 
     async def start(self, sock: socket.socket) -> None:
         """Serve on ``sock`` (a bound Unix socket) in the running event loop."""
-        import asyncio
-
+        self._client = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=30.0, sock_read=self.timeout_s),
+            skip_auto_headers=("User-Agent",),
+        )
         config = uvicorn.Config(
             self.app, log_config=None, log_level="warning", access_log=False, lifespan="off"
         )
@@ -170,7 +177,8 @@ class ModelGateway:
             self._server.force_exit = True
             with contextlib.suppress(Exception):
                 await self._serving
-        await self._client.aclose()
+        if self._client is not None:
+            await self._client.close()
 
     # -- requests -------------------------------------------------------------------------------
 
@@ -238,56 +246,89 @@ class ModelGateway:
         else:
             headers["authorization"] = f"Bearer {upstream.key}"
         url = upstream.base_url.rstrip("/") + route.suffix
-        outgoing = self._client.build_request(
-            "POST", url, params=request.url.query or None, headers=headers, content=raw
-        )
+        if request.url.query:
+            url += "?" + request.url.query
+        assert self._client is not None, "start() the gateway first"
         try:
-            response = await self._client.send(outgoing, stream=True)
-        except httpx.HTTPError as exc:
+            response = await self._client.post(url, headers=headers, data=raw)
+        except (aiohttp.ClientError, TimeoutError) as exc:
             return _error(
                 provider, 502, "api_error", f"the gateway could not reach the {provider} API: {exc}"
             )
         return await self._relay(route, model, response)
 
-    async def _relay(self, route: _Route, model: str, response: httpx.Response) -> Response:
+    async def _relay(self, route: _Route, model: str, response: aiohttp.ClientResponse) -> Response:
         headers = {k: v for k, v in response.headers.items() if k.lower() not in _HOP}
-        metered = route.api is not None and response.status_code < 400
+        metered = route.api is not None and response.status < 400
         if response.headers.get("content-type", "").startswith("text/event-stream") and metered:
             assert route.api is not None
             return StreamingResponse(
-                self._stream(route.api, model, response), status_code=response.status_code, headers=headers
+                self._stream(route.api, model, response), status_code=response.status, headers=headers
             )
         try:
-            content = await response.aread()
+            content = await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return _error(
+                "anthropic" if route.provider == "anthropic" else "openai", 502, "api_error", str(exc)
+            )
         finally:
-            await response.aclose()
+            response.release()
         if metered:
             assert route.api is not None
             call = CallMeter(route.api, model)
             with contextlib.suppress(ValueError):
                 call.body(json.loads(content))
             self._settle(call)
-        return Response(content, status_code=response.status_code, headers=headers)
+        return Response(content, status_code=response.status, headers=headers)
 
-    async def _stream(self, api: Api, model: str, response: httpx.Response) -> AsyncIterator[bytes]:
+    async def _stream(self, api: Api, model: str, response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+        """Relay ``response``'s stream, metering it; stop it where the budget runs out.
+
+        The provider is read by a task of its own into a buffer; whatever has piled up is metered
+        and written in one piece. While the client keeps up every chunk goes on at once; when it
+        does not, the work batches itself instead of costing a parse and a send per provider chunk.
+        """
         call = CallMeter(api, model)
         scanner = SSEScanner()
-        # Asked for identity; should the provider compress anyway, relay the decoded bytes.
-        compressed = response.headers.get("content-encoding", "identity") != "identity"
-        chunks = response.aiter_bytes() if compressed else response.aiter_raw()
+        pending: list[bytes] = []
+        ready = asyncio.Event()
+
+        async def read() -> None:
+            # Decoded bytes (aiohttp decompresses should the provider compress despite identity).
+            try:
+                async for chunk in response.content.iter_any():
+                    pending.append(chunk)
+                    ready.set()
+            finally:
+                ready.set()
+
+        reader = asyncio.create_task(read(), name="gateway-stream")
         try:
-            async for chunk in chunks:
-                for _event, data in scanner.feed(chunk):
-                    call.event(data)
-                reason = self.meter.exceeded(call)
-                if reason is not None:
-                    # Stop before passing on what went past the budget.
-                    self._exhaust(reason)
-                    yield _stream_error(api, f"the run's budget is used up: {reason}")
+            while True:
+                await ready.wait()
+                ready.clear()
+                if pending:
+                    data = b"".join(pending)
+                    pending.clear()
+                    for name, event in scanner.feed(data):
+                        call.event(name, event)
+                    reason = self.meter.exceeded(call)
+                    if reason is not None:
+                        # Stop before passing on what went past the budget.
+                        self._exhaust(reason)
+                        yield _stream_error(api, f"the run's budget is used up: {reason}")
+                        return
+                    yield data
+                # Checked after the write too: the reader may have finished (and its wake-up been
+                # consumed by clear()) while the batch was taken.
+                if reader.done() and not pending:
+                    reader.result()  # a provider that broke off mid-stream ends this one too
                     return
-                yield chunk
         finally:
-            await response.aclose()
+            reader.cancel()
+            with contextlib.suppress(BaseException):
+                await reader
+            response.close()
             self._settle(call)
 
     def _settle(self, call: CallMeter) -> None:
