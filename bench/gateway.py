@@ -12,7 +12,7 @@ process is the client. Three paths, interleaved request by request so drift hits
 
 Two measurements: the time to the last byte of a short streamed answer (20 deltas), median of
 ``--requests`` (200); and the throughput of a long streamed answer (4,000 deltas, ~1 MB), median of
-``--long`` (20). Targets: ≤ 2 ms added per request and ≥ 0.9× direct streaming throughput.
+``--long`` (20). Targets: ≤ 2 ms added per request and ≥ 0.9x direct streaming throughput.
 Run with ``uv run python bench/gateway.py``.
 """
 

@@ -6,6 +6,7 @@ runs the instructions as a shell command in the sandbox (a demo and test agent t
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,6 +29,63 @@ class Limits(BaseModel):
     tmpfs_size: str = "256m"
 
 
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+#: Variables Handoff sets in a sandbox for each run (the model gateway, the egress proxy, the task):
+#: a profile's fixed ``env`` may not set them — a key written there would reach the sandbox.
+RESERVED_ENV = frozenset(
+    {
+        "ANTHROPIC_API_KEY",
+        "ANTHROPIC_AUTH_TOKEN",
+        "ANTHROPIC_BASE_URL",
+        "OPENAI_API_KEY",
+        "OPENAI_BASE_URL",
+        "CODEX_API_KEY",
+        "HTTPS_PROXY",
+        "HTTP_PROXY",
+        "ALL_PROXY",
+        "NO_PROXY",
+        "https_proxy",
+        "http_proxy",
+        "all_proxy",
+        "no_proxy",
+    }
+)
+
+
+def normalize_domain(value: str) -> str:
+    """A lower-case host name for an egress allow-list (``*.`` prefix kept for subdomains).
+
+    Raises ``ValueError`` for anything else: IP addresses, URLs, ports, single labels.
+    """
+    name = value.strip().lower().rstrip(".")
+    wildcard = name.startswith("*.")
+    labels = (name[2:] if wildcard else name).split(".")
+    if len(labels) < 2 or not all(_LABEL.match(label) for label in labels):
+        raise ValueError(f"{value!r} is not a domain name (want e.g. pypi.org or *.pythonhosted.org)")
+    if labels[-1].isdigit():
+        raise ValueError(f"{value!r} is an IP address: the allow-list takes domain names only")
+    return name
+
+
+class Egress(BaseModel):
+    """Where a profile's sandbox may connect: through Handoff's egress proxy, by allow-list.
+
+    Only ports 443 and 80, only these names, and never to loopback, private, link-local (cloud
+    metadata) or this host's own addresses, whatever a name resolves to (see ``SECURITY.md``).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    allow: list[str] = Field(
+        default_factory=list, description="domain names (pypi.org) or subdomains (*.pythonhosted.org)"
+    )
+
+    @field_validator("allow")
+    @classmethod
+    def _domains(cls, value: list[str]) -> list[str]:
+        return [normalize_domain(entry) for entry in value]
+
+
 class Profile(BaseModel):
     """How to run one kind of agent: image, command, environment and limits.
 
@@ -43,7 +101,12 @@ class Profile(BaseModel):
     image: str = "handoff-sandbox:minimal"
     command: list[str] = Field(default_factory=lambda: ["sh", "-c", 'eval "$HANDOFF_INSTRUCTIONS"'])
     env: dict[str, str] = Field(default_factory=dict, description="fixed values passed in")
-    network: bool = False
+    # The sandbox's network is always "none"; the way out is the egress proxy (``egress``) and,
+    # for model calls, the run's model gateway (``api_key_env``).
+    network: bool = Field(default=False, description="removed: true is refused (see egress)")
+    egress: Egress | None = Field(
+        default=None, description="network through the egress proxy, by domain allow-list"
+    )
     user: str = "1000:1000"
     limits: Limits = Field(default_factory=Limits)
     history_depth: int = Field(
@@ -61,7 +124,8 @@ class Profile(BaseModel):
     # Only the model keys Handoff holds may be named: never a GitHub or Slack token, never an
     # arbitrary variable of the host's environment.
     api_key_env: Literal["ANTHROPIC_API_KEY", "OPENAI_API_KEY"] | None = Field(
-        default=None, description="the one model API key variable passed in (only with network: true)"
+        default=None,
+        description="the CLI's key variable: it holds the run's model-gateway token, never the key",
     )
     # -- the built-in agent (and the model a command profile's CLI is told to use)
     provider: Literal["anthropic", "openai"] | None = None
@@ -79,11 +143,43 @@ class Profile(BaseModel):
         """Whether a command profile gets the fenced agent prompt rather than the raw request."""
         return self.prompt == "agent" or (self.prompt is None and self.output != "events")
 
+    @field_validator("network")
+    @classmethod
+    def _no_bridge(cls, value: bool) -> bool:
+        if value:
+            raise ValueError(
+                "network: true (an open bridge to every address, the host's included) is no longer "
+                "supported: a sandbox's network is always none. List the domains it may reach under "
+                "egress.allow (HTTPS and HTTP through Handoff's proxy); model calls go through the "
+                "run's model gateway (api_key_env)"
+            )
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _not_reserved(cls, value: dict[str, str]) -> dict[str, str]:
+        reserved = sorted(set(value) & RESERVED_ENV)
+        if reserved:
+            raise ValueError(
+                f"{', '.join(reserved)} cannot be set here: Handoff sets them for each run (a model "
+                "key never enters a sandbox; the CLI gets a gateway token)"
+            )
+        return value
+
     @model_validator(mode="after")
     def _builtin_needs_a_model(self) -> Profile:
         if self.kind == "builtin" and (self.provider is None or not self.model):
             raise ValueError("a builtin profile needs provider (anthropic or openai) and model")
+        if self.api_key_env and not self.gateway_models:
+            raise ValueError(
+                "a profile with api_key_env needs model (or models): its model gateway lets only those through"
+            )
         return self
+
+    @property
+    def gateway_models(self) -> frozenset[str]:
+        """The models a command profile's gateway lets through: ``models`` and ``model``."""
+        return frozenset([*(self.models or []), *([self.model] if self.model else [])])
 
 
 class ConcurrencyLimits(BaseModel):

@@ -107,10 +107,12 @@ def test_example_config_loads_with_every_agent_profile() -> None:
     config = load_config(Path(__file__).parent.parent / "examples" / "handoff.yml")
     assert {"shell", "builtin-anthropic", "builtin-openai", "claude-code", "codex"} <= set(config.profiles)
     claude, codex = config.profiles["claude-code"], config.profiles["codex"]
-    assert (claude.output, claude.api_key_env, claude.network) == ("claude-code", "ANTHROPIC_API_KEY", True)
-    assert (codex.output, codex.api_key_env, codex.network) == ("codex", "OPENAI_API_KEY", True)
+    assert (claude.output, claude.api_key_env, claude.network) == ("claude-code", "ANTHROPIC_API_KEY", False)
+    assert (codex.output, codex.api_key_env, codex.network) == ("codex", "OPENAI_API_KEY", False)
+    assert claude.egress is not None and codex.egress is not None  # attempts are refused and recorded
+    assert "claude-haiku-4-5" in claude.gateway_models  # its background model gets through
     assert "--output-format stream-json --verbose" in claude.command[-1]
-    assert "codex exec --json" in codex.command[-1]
+    assert "handoff-codex --json" in codex.command[-1]
     assert config.profiles["builtin-openai"].provider == "openai"
     assert config.price("claude-sonnet-4-5-20250929") is not None
 

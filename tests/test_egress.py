@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from core.config import normalize_domain
 from jobs.gateway.egress import EgressProxy
 from jobs.gateway.policy import (
     EgressDecision,
@@ -26,7 +27,6 @@ from jobs.gateway.policy import (
     domain_allowed,
     forbidden_address,
     host_addresses,
-    normalize_domain,
 )
 from jobs.gateway.session import RunGateway
 

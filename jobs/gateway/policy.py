@@ -19,16 +19,16 @@ import asyncio
 import contextlib
 import ipaddress
 import itertools
-import re
 import socket
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.config import normalize_domain
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 ALLOWED_PORTS = (443, 80)
-_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
 
 @dataclass(frozen=True)
@@ -52,18 +52,6 @@ class EgressDecision:
         if self.address:
             detail["address"] = self.address
         return {"text": f"egress {verb}: {target} ({self.reason})", "egress": {**detail, **self.extra}}
-
-
-def normalize_domain(value: str) -> str:
-    """A lower-case host name (``*.`` prefix kept); ``ValueError`` for anything else."""
-    name = value.strip().lower().rstrip(".")
-    wildcard = name.startswith("*.")
-    labels = (name[2:] if wildcard else name).split(".")
-    if len(labels) < 2 or not all(_LABEL.match(label) for label in labels):
-        raise ValueError(f"{value!r} is not a domain name (want e.g. pypi.org or *.pythonhosted.org)")
-    if labels[-1].isdigit():
-        raise ValueError(f"{value!r} is an IP address: the allow-list takes domain names only")
-    return name
 
 
 def domain_allowed(host: str, allow: Iterable[str]) -> bool:
