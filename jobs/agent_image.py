@@ -18,6 +18,7 @@ is ``none``), or the egress proxy, which refuses and records it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import os
@@ -37,31 +38,9 @@ from jobs.image import AGENT_GID, AGENT_UID, debian_rootfs_tar, image_exists, im
 DEFAULT_ROOTFS = Path(os.environ.get("HANDOFF_DEBIAN_ROOTFS", "/var/cache/handoff/debian-rootfs"))
 _PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-# Codex reads its provider from config.toml: the launcher points it at the run's gateway
-# (OPENAI_BASE_URL, set by Handoff) with the gateway token in OPENAI_API_KEY, and turns off
-# what would phone home. It runs `codex exec` with the arguments it is given.
-_CODEX_LAUNCHER = """#!/bin/sh
-# handoff-codex: `codex exec` against Handoff's model gateway (see jobs/agent_image.py).
-set -eu
-export CODEX_HOME="${CODEX_HOME:-$HOME/.codex}"
-mkdir -p "$CODEX_HOME"
-cat > "$CODEX_HOME/config.toml" <<EOF
-model_provider = "handoff"
-check_for_update_on_startup = false
-
-[model_providers.handoff]
-name = "Handoff model gateway"
-base_url = "${OPENAI_BASE_URL:?OPENAI_BASE_URL is not set: the profile needs api_key_env OPENAI_API_KEY}"
-env_key = "OPENAI_API_KEY"
-wire_api = "responses"
-request_max_retries = 2
-stream_max_retries = 2
-
-[analytics]
-enabled = false
-EOF
-exec codex exec "$@"
-"""
+# Codex reads its model provider from config.toml: this launcher (also used by
+# docker/agents/codex.Dockerfile) points it at the run's gateway and runs `codex exec`.
+CODEX_LAUNCHER = Path(__file__).parent / "gateway" / "handoff-codex"
 
 
 @dataclass(frozen=True)
@@ -106,7 +85,7 @@ RECIPES: dict[str, AgentRecipe] = {
         package="@openai/codex",
         version="0.171.0",
         command="codex",
-        launchers={"handoff-codex": _CODEX_LAUNCHER},
+        launchers={"handoff-codex": CODEX_LAUNCHER.read_text()},
     ),
 }
 
@@ -210,7 +189,18 @@ def build_agent_image(
             changes = [f"ENV {key}={value}" for key, value in sorted(recipe.env.items())]
             import_rootfs(client, tar_path, tag, _PATH, extra_changes=changes)
     client.images.get(tag).tag(recipe.repository, recipe.name)
+    _drop_older(client, recipe, tag)
     return tag
+
+
+def _drop_older(client: docker.DockerClient, recipe: AgentRecipe, keep: str) -> None:
+    """Remove this agent's images of earlier recipes (each is ~800 MB); ones in use stay."""
+    for image in client.images.list(name=recipe.repository):
+        tags = [t for t in image.tags if t.startswith(f"{recipe.alias}-")]
+        if tags and keep not in image.tags and recipe.alias not in image.tags:
+            for old in tags:
+                with contextlib.suppress(docker.errors.APIError):
+                    client.images.remove(old)
 
 
 def main() -> None:  # pragma: no cover - used by scripts/test.sh and operators

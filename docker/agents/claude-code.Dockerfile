@@ -1,20 +1,16 @@
 # Claude Code (https://www.npmjs.com/package/@anthropic-ai/claude-code) as a Handoff command profile.
+# The same image as `python -m jobs.agent_image claude-code` builds offline (no registry needed).
 #
-# With a registry:
-#   docker build -f docker/agents/claude-code.Dockerfile -t handoff-agent:claude-code docker/agents/
-# Without pulling a base image, on top of the offline sandbox image (`handoff sandbox build
-# --offline --variant debian`); apt and npm still need network at build time:
-#   docker build --build-arg BASE=handoff-sandbox:debian \
-#     -f docker/agents/claude-code.Dockerfile -t handoff-agent:claude-code docker/agents/
+#   docker build -f docker/agents/claude-code.Dockerfile -t handoff-agent:claude-code .
 #
-# At run time the container is Handoff's hardened sandbox (read-only root, tmpfs /tmp as HOME,
-# uid 1000, no capabilities); the profile turns the network on and passes in ANTHROPIC_API_KEY
-# only (see examples/handoff.yml, profile `claude-code`).
+# At run time the container is Handoff's sandbox: network "none", read-only root, tmpfs /tmp as
+# HOME, uid 1000, no capabilities. It holds no key: ANTHROPIC_API_KEY is a per-run token for the
+# run's model gateway on the host, and ANTHROPIC_BASE_URL points at it through the forwarder
+# Handoff mounts at /handoff/bin/handoff-forward (see SECURITY.md).
 ARG BASE=node:22-bookworm-slim
 FROM ${BASE}
-ARG CLAUDE_CODE_VERSION=latest
+ARG CLAUDE_CODE_VERSION=2.1.332
 USER root
-# Debian's nodejs (18 on bookworm) is enough for Claude Code; the node image already has 22.
 RUN set -eux; \
     missing=""; \
     command -v node >/dev/null || missing="$missing nodejs npm"; \
@@ -27,8 +23,12 @@ RUN set -eux; \
     npm cache clean --force; \
     mkdir -p /workspace /handoff; chown 1000:1000 /workspace; chmod 1777 /tmp; \
     claude --version
+# Documented switches for telemetry, error reporting, update checks and other non-essential traffic.
 ENV HOME=/tmp \
     DISABLE_AUTOUPDATER=1 \
+    DISABLE_TELEMETRY=1 \
+    DISABLE_ERROR_REPORTING=1 \
+    DISABLE_BUG_COMMAND=1 \
     CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 \
     PYTHONDONTWRITEBYTECODE=1
 USER 1000:1000

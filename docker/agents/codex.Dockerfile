@@ -1,18 +1,16 @@
 # Codex CLI (https://www.npmjs.com/package/@openai/codex) as a Handoff command profile.
+# The same image as `python -m jobs.agent_image codex` builds offline (no registry needed).
 #
-# With a registry:
-#   docker build -f docker/agents/codex.Dockerfile -t handoff-agent:codex docker/agents/
-# Without pulling a base image, on top of the offline sandbox image (`handoff sandbox build
-# --offline --variant debian`); apt and npm still need network at build time:
-#   docker build --build-arg BASE=handoff-sandbox:debian \
-#     -f docker/agents/codex.Dockerfile -t handoff-agent:codex docker/agents/
+#   docker build -f docker/agents/codex.Dockerfile -t handoff-agent:codex .
 #
-# Codex's own sandbox (Landlock/seccomp) is switched off in the profile's command
-# (--dangerously-bypass-approvals-and-sandbox): Handoff's container is the sandbox, and Codex's
-# nested one cannot start with all capabilities dropped. The profile passes OPENAI_API_KEY only.
+# `handoff-codex` writes Codex's config.toml so that its model provider is the run's model gateway
+# (OPENAI_BASE_URL, with the per-run gateway token in OPENAI_API_KEY: the container never holds a
+# key), then runs `codex exec`. Codex's own sandbox (Landlock/seccomp) is switched off in the
+# profile's command (--dangerously-bypass-approvals-and-sandbox): Handoff's container is the
+# sandbox, and a nested one cannot start with all capabilities dropped.
 ARG BASE=node:22-bookworm-slim
 FROM ${BASE}
-ARG CODEX_VERSION=latest
+ARG CODEX_VERSION=0.171.0
 USER root
 RUN set -eux; \
     missing=""; \
@@ -26,8 +24,8 @@ RUN set -eux; \
     npm cache clean --force; \
     mkdir -p /workspace /handoff; chown 1000:1000 /workspace; chmod 1777 /tmp; \
     codex --version
+COPY --chmod=755 jobs/gateway/handoff-codex /usr/local/bin/handoff-codex
 ENV HOME=/tmp \
-    CODEX_HOME=/tmp/.codex \
     PYTHONDONTWRITEBYTECODE=1
 USER 1000:1000
 WORKDIR /workspace
