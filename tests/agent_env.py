@@ -80,16 +80,17 @@ def agent_settings(
     keys: bool = True,
     anthropic_key: str = API_KEY,
     profile: dict[str, Any] | None = None,
+    extra_profiles: dict[str, Any] | None = None,
     **top: Any,
 ) -> Settings:
-    """Settings whose model APIs are the fake LLM at ``llm_url``."""
+    """Settings whose model APIs are the fake LLM at ``llm_url`` (``extra_profiles`` added)."""
     config = write_config(
         tmp_path / "handoff.yml",
         # A loaded CI machine can delay a heartbeat past the suite's 5 s: a stale-run requeue
         # would replay the scripted model conversation from the start.
         limits={"stale_after_s": 30},
         default_profile="agent",
-        profiles=profiles(image, **(profile or {})),
+        profiles={**profiles(image, **(profile or {})), **(extra_profiles or {})},
         prices=PRICES,
         **top,
     )

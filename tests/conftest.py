@@ -135,6 +135,20 @@ def sandbox_image() -> str:
     return SANDBOX_IMAGE
 
 
+@pytest.fixture(scope="session")
+def agent_images(sandbox_image: str) -> dict[str, str]:
+    """The Claude Code and Codex images (`make test` builds them first; a no-op when unchanged)."""
+    import docker
+
+    from jobs.agent_image import build_agent_image
+
+    client = docker.DockerClient(version="1.41")
+    try:
+        return {name: build_agent_image(client, name) for name in ("claude-code", "codex")}
+    finally:
+        client.close()
+
+
 # ---------------------------------------------------------------- git
 
 
