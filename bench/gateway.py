@@ -38,13 +38,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import free_port
 
-SHORT = {"pieces": 20, "text": "streamed answer text " * 20}
-LONG = {"pieces": 4000, "text": "x" * 240 * 4000}
+SHORT = ("streamed answer text " * 20, 20)  # (text, deltas)
+LONG = ("x" * 240 * 4000, 4000)
 MODEL = "claude-test"
 
 
 def _body(size: str) -> dict[str, Any]:
-    return {"model": MODEL, "max_tokens": 64, "stream": True, "system": size, "messages": [{"role": "user", "content": "go"}]}
+    return {
+        "model": MODEL,
+        "max_tokens": 64,
+        "stream": True,
+        "system": size,
+        "messages": [{"role": "user", "content": "go"}],
+    }
 
 
 async def serve_provider(port: int) -> None:
@@ -56,8 +62,8 @@ async def serve_provider(port: int) -> None:
     class Sized(FakeLLM):
         def _next(self) -> Any:
             size = self.requests[-1].body.get("system")
-            spec = LONG if size == "long" else SHORT
-            return Reply(str(spec["text"]), usage=(1000, 100), pieces=int(spec["pieces"]))
+            text, pieces = LONG if size == "long" else SHORT
+            return Reply(text, usage=(1000, 100), pieces=pieces)
 
     fake = Sized()
     fake.requests = _Bounded()
@@ -93,12 +99,23 @@ async def serve_gateway(base: Path, provider_url: str) -> None:
         calls += kind == "progress"
 
     async with RunGateway("r_bench", base, os.getuid(), os.getgid(), on_event, model=access) as sandbox:
-        print(json.dumps({"token": sandbox.env["ANTHROPIC_API_KEY"], "socket": str(sandbox.mounts[0][0] / "model.sock"), "forwarder": str(sandbox.mounts[1][0])}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "token": sandbox.env["ANTHROPIC_API_KEY"],
+                    "socket": str(sandbox.mounts[0].source / "model.sock"),
+                    "forwarder": str(sandbox.mounts[1].source),
+                }
+            ),
+            flush=True,
+        )
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
     print(json.dumps({"metered_calls": calls}), flush=True)
 
 
-async def _timed(client: httpx.AsyncClient, url: str, size: str, headers: dict[str, str]) -> tuple[float, int]:
+async def _timed(
+    client: httpx.AsyncClient, url: str, size: str, headers: dict[str, str]
+) -> tuple[float, int]:
     start = time.perf_counter()
     received = 0
     async with client.stream("POST", url, json=_body(size), headers=headers) as response:
@@ -127,13 +144,21 @@ async def measure(requests: int, long_runs: int) -> dict[str, Any]:
         from tests.fakes.llm import API_KEY
 
         paths = {
-            "direct": (httpx.AsyncClient(timeout=60), f"http://127.0.0.1:{port}/v1/messages", {"x-api-key": API_KEY}),
+            "direct": (
+                httpx.AsyncClient(timeout=60),
+                f"http://127.0.0.1:{port}/v1/messages",
+                {"x-api-key": API_KEY},
+            ),
             "gateway": (
                 httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=info["socket"]), timeout=60),
                 "http://127.0.0.1:8080/v1/messages",
                 auth,
             ),
-            "forwarder + gateway": (httpx.AsyncClient(timeout=60), f"http://127.0.0.1:{fwd_port}/v1/messages", auth),
+            "forwarder + gateway": (
+                httpx.AsyncClient(timeout=60),
+                f"http://127.0.0.1:{fwd_port}/v1/messages",
+                auth,
+            ),
         }
         for _ in range(100):  # wait for every path to answer
             try:

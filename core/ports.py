@@ -36,8 +36,20 @@ class Queue(Protocol):
 
 
 @dataclass(frozen=True)
+class Mount:
+    """A host path bind-mounted read-only into a sandbox (the run's gateway sockets, the relay)."""
+
+    source: Path
+    target: str
+
+
+@dataclass(frozen=True)
 class SandboxSpec:
-    """Everything needed to start one agent container."""
+    """Everything needed to start one agent container.
+
+    The container's network is always ``none``. ``wrapper`` goes in front of the command it runs
+    (the relay to the run's model gateway and egress proxy), ``mounts`` are read-only.
+    """
 
     task_id: str
     run_id: str
@@ -46,9 +58,10 @@ class SandboxSpec:
     workspace: Path
     spec_file: Path
     env: Mapping[str, str] = field(default_factory=dict)
-    network: bool = False
     user: str = "1000:1000"
     limits: Limits = field(default_factory=Limits)
+    mounts: tuple[Mount, ...] = ()
+    wrapper: tuple[str, ...] = ()
 
 
 @dataclass

@@ -1,7 +1,10 @@
 """The body of one run: check out, run the agent in the sandbox, enforce budgets, push.
 
 A command profile runs to its end in the sandbox, its stdout read as events (Handoff's JSON lines,
-or Claude Code's / Codex's output through a translator). A builtin profile runs Handoff's own agent
+or Claude Code's / Codex's output through a translator). The sandbox's network is ``none``; a CLI
+profile reaches its model through the run's model gateway (which holds the key, meters the tokens
+and stops the run at its budget) and anything else only through the run's egress proxy
+(:mod:`jobs.gateway`). A builtin profile runs Handoff's own agent
 loop here, in the worker, with every tool executed in a long-lived sandbox container
 (:mod:`jobs.agent.builtin`). Both end in the same outcomes, budgets and publishing; every event is
 redacted before it is stored.
@@ -30,6 +33,7 @@ from core.states import TaskState
 from jobs.agent.context import cli_prompt
 from jobs.agent.translate import translator_for
 from jobs.context import WorkerContext
+from jobs.gateway.session import RunGateway, for_profile
 from jobs.pump import EventPump
 from jobs.workspace import GitWorkspace
 
@@ -91,19 +95,34 @@ class Execution:
             auth_header=auth,
             history_depth=profile.history_depth,
         )
+        events: list[EventPump] = []  # the gateway reports into the pump, made just below
+        gateway = for_profile(
+            profile,
+            self.wc.settings,
+            run_id=run.id,
+            base_dir=self.wc.settings.handoff_workspace_dir / ".gateway",
+            uid=_uid(profile.user),
+            gid=_gid(profile.user),
+            budget=self.budget,
+            price_of=self.wc.config.price,
+            on_event=lambda kind, data: events[0].add(kind, data),
+            on_exhausted=self._budget_used,
+        )
         pump = EventPump(
             self.wc.sessions,
             self.wc.journal,
             task,
             run.id,
             on_usage=self._check_usage,
-            redactor=self._redactor(auth),
+            redactor=self._redactor(auth, gateway.token),
             limits=self.wc.config.output,
+            count_agent_usage=not gateway.meters,
         )
+        events.append(pump)
         pump.start()
         outcome = Outcome(TaskState.failed, reason="run did not finish")
         try:
-            outcome = await self._execute(workspace, pump, profile)
+            outcome = await self._execute(workspace, pump, profile, gateway)
             return outcome
         finally:
             outcome.tokens_in, outcome.tokens_out, outcome.cost_usd = (
@@ -118,9 +137,12 @@ class Execution:
             for t in list(self._background):
                 with contextlib.suppress(Exception):
                     await t
+            await gateway.close()  # the token dies with the run
             await workspace.cleanup()
 
-    async def _execute(self, workspace: GitWorkspace, pump: EventPump, profile: Any) -> Outcome:
+    async def _execute(
+        self, workspace: GitWorkspace, pump: EventPump, profile: Any, gateway: RunGateway
+    ) -> Outcome:
         task, run = self.task, self.run
         pump.add(EventType.progress.value, {"step": "checkout", "repo": task.repo})
         try:
@@ -136,6 +158,12 @@ class Execution:
         if self.budget.wall_clock_s is not None and self.budget.wall_clock_s < limits.timeout_s:
             limits = limits.model_copy(update={"timeout_s": self.budget.wall_clock_s})
             budget_deadline = True
+        try:
+            access = await gateway.start()
+        except (SandboxError, OSError) as exc:
+            pump.add(EventType.error.value, {"message": f"model gateway / egress proxy: {exc}"})
+            return Outcome(TaskState.failed, reason=f"could not start the run's gateway: {exc}")
+        env = self._command_env(profile, pump) if profile.kind == "command" else _base_env(profile)
         spec = SandboxSpec(
             task_id=task.id,
             run_id=run.id,
@@ -143,17 +171,19 @@ class Execution:
             command=list(profile.command),
             workspace=workspace.path,
             spec_file=spec_file,
-            env=self._command_env(profile) if profile.kind == "command" else _base_env(profile),
-            network=profile.network,
+            env={**env, **access.env},
             user=profile.user,
             limits=limits,
+            mounts=access.mounts,
+            wrapper=access.wrapper,
         )
         if profile.kind == "builtin":
             from jobs.agent.builtin import run_builtin  # the model SDKs load only when used
 
             return await run_builtin(self, workspace, pump, profile, spec, budget_deadline)
         pump.add(EventType.progress.value, {"step": "agent", "image": profile.image})
-        translator = translator_for(profile.output, self.wc.config.price(self._model(profile)))
+        price = self.wc.config.price(self._model(profile))
+        translator = translator_for(profile.output, price, metered=gateway.meters)
 
         def translated(line: str) -> None:
             assert translator is not None
@@ -167,6 +197,8 @@ class Execution:
                 for type_, data in translator.finish():
                     pump.add_agent(type_, data)
                 self.steps, self.model = translator.steps, translator.model or self._model(profile)
+            if gateway.meter is not None and gateway.meter.calls:
+                self.steps = gateway.meter.calls  # model calls, as the gateway counted them
         except SandboxUnavailable as exc:
             pump.add(EventType.error.value, {"message": str(exc)})
             return Outcome(TaskState.failed, reason=str(exc), retryable=True)
@@ -200,41 +232,45 @@ class Execution:
         )
 
     def _model(self, profile: Profile) -> str | None:
+        """The task's ``--model`` when the profile allows it, else the profile's model."""
         options = self.task.links.get("options")
         asked = options.get("model") if isinstance(options, dict) else None
-        return asked if isinstance(asked, str) and asked else profile.model
+        if not isinstance(asked, str) or not asked:
+            return profile.model
+        if profile.models is not None and asked not in profile.gateway_models:
+            return profile.model
+        return asked
 
-    def _command_env(self, profile: Profile) -> dict[str, str]:
-        """A command profile's environment: its fixed values, the instructions, the model, and —
-        only with network on — the one model API key (and base URL) the profile names."""
+    def _command_env(self, profile: Profile, pump: EventPump) -> dict[str, str]:
+        """A command profile's environment: its fixed values, the instructions and the model.
+
+        Never a key: the run's gateway adds its token and base URL (:mod:`jobs.gateway`)."""
         env = _base_env(profile)
         instructions = self.run.instructions or self.task.instructions
         if profile.agent_prompt:
             instructions = cli_prompt(self.task, instructions, f"handoff/{self.task.id}")
         env["HANDOFF_INSTRUCTIONS"] = instructions
         model = self._model(profile)
+        options = self.task.links.get("options")
+        asked = options.get("model") if isinstance(options, dict) else None
+        if isinstance(asked, str) and asked and asked != model:
+            allowed = ", ".join(sorted(profile.gateway_models)) or "none"
+            pump.add(
+                EventType.error.value,
+                {"message": f"model {asked!r} is not allowed here (allowed: {allowed}); using {model}"},
+            )
         if model:
             env["HANDOFF_MODEL"] = model
-        if profile.network and profile.api_key_env:
-            value, base_url = self._model_key(profile.api_key_env)
-            if value:
-                env[profile.api_key_env] = value
-            if base_url:
-                env[profile.api_key_env.replace("_API_KEY", "_BASE_URL")] = base_url
         return env
 
-    def _model_key(self, name: str) -> tuple[str | None, str | None]:
-        """The key (and base URL) from the settings; the host's environment is never read."""
-        settings = self.wc.settings
-        if name == "ANTHROPIC_API_KEY":
-            key = settings.anthropic_api_key
-            return (key.get_secret_value() if key else None), settings.anthropic_base_url
-        if name == "OPENAI_API_KEY":
-            key = settings.openai_api_key
-            return (key.get_secret_value() if key else None), settings.openai_base_url
-        return None, None
+    def _budget_used(self, reason: str) -> None:
+        """The gateway found the budget used up (possibly mid-answer): stop the agent."""
+        if self.budget_hit is None:
+            self.budget_hit = reason
+            log.info("run %s: %s; stopping the agent", self.run.id, reason)
+        self.cancel.set()
 
-    def _redactor(self, auth_header: str | None) -> Redactor:
+    def _redactor(self, auth_header: str | None, gateway_token: str | None = None) -> Redactor:
         """Redaction of every stored event: the configured patterns and the secrets we hold."""
         settings = self.wc.settings
         held = [settings.anthropic_api_key, settings.openai_api_key, settings.slack_bot_token]
@@ -243,6 +279,8 @@ class Execution:
         literals += settings.github_webhook_secrets
         if auth_header:
             literals.append(auth_header.split()[-1])
+        if gateway_token:
+            literals.append(gateway_token)
         return Redactor(self.wc.config.secret_patterns, literals)
 
     async def publish(self, workspace: GitWorkspace, pump: EventPump, outcome: Outcome) -> Outcome:

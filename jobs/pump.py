@@ -56,12 +56,16 @@ class EventPump:
         max_batch: int = 500,
         redactor: Redactor | None = None,
         limits: OutputLimits | None = None,
+        count_agent_usage: bool = True,
     ) -> None:
+        """``count_agent_usage=False``: the run's model gateway meters its tokens, so what the
+        agent reports about its own usage is stored but not counted."""
         self.sessions = sessions
         self.journal = journal
         self.task = task
         self.run_id = run_id
         self.on_usage = on_usage
+        self.count_agent_usage = count_agent_usage
         self.redactor = redactor or Redactor()
         self.limits = limits or OutputLimits()
         self.interval = interval
@@ -104,7 +108,7 @@ class EventPump:
     def _accept(self, event: ParsedEvent, *, agent: bool) -> None:
         event = ParsedEvent(event.type, event.ts, self.redactor.data(event.data))
         usage = event.data.get("usage")
-        if isinstance(usage, dict):
+        if isinstance(usage, dict) and (self.count_agent_usage or not agent):
             self._count_usage(usage)
         if event.type == EventType.result.value:
             summary = event.data.get("summary")

@@ -75,7 +75,7 @@ def hardening_kwargs(spec: SandboxSpec) -> dict[str, Any]:
     uid, gid = _parse_user(spec.user)
     limits = spec.limits
     return {
-        "network_mode": "bridge" if spec.network else "none",
+        "network_mode": "none",  # the only ways out are the run's gateway and proxy sockets
         "read_only": True,
         "cap_drop": ["ALL"],
         "security_opt": ["no-new-privileges:true"],
@@ -98,9 +98,17 @@ def create_kwargs(spec: SandboxSpec, instance: str | None = None) -> dict[str, A
     if not spec.workspace.is_absolute() or not spec.spec_file.is_absolute():
         raise SandboxError("sandbox workspace and spec_file must be absolute paths")
     env = {"HOME": "/tmp", **spec.env, "HANDOFF_TASK_ID": spec.task_id, "HANDOFF_RUN_ID": spec.run_id}
+    volumes = {
+        str(spec.workspace): {"bind": "/workspace", "mode": "rw"},
+        str(spec.spec_file): {"bind": "/handoff/task.json", "mode": "ro"},
+    }
+    for mount in spec.mounts:
+        if not mount.source.is_absolute():
+            raise SandboxError("sandbox mounts must be absolute paths")
+        volumes[str(mount.source)] = {"bind": mount.target, "mode": "ro"}
     return {
         "image": spec.image,
-        "command": list(spec.command),
+        "command": [*spec.wrapper, *spec.command],
         "name": container_name(spec.run_id),
         "labels": {
             _LABEL_TASK: spec.task_id,
@@ -110,10 +118,7 @@ def create_kwargs(spec: SandboxSpec, instance: str | None = None) -> dict[str, A
         },
         "environment": env,
         "working_dir": "/workspace",
-        "volumes": {
-            str(spec.workspace): {"bind": "/workspace", "mode": "rw"},
-            str(spec.spec_file): {"bind": "/handoff/task.json", "mode": "ro"},
-        },
+        "volumes": volumes,
         "detach": True,
         **hardening_kwargs(spec),
     }
@@ -240,6 +245,9 @@ class DockerSandbox:
         if not spec.spec_file.is_file():
             # Docker would silently create a directory in place of a missing bind source.
             raise SandboxError(f"sandbox spec file {spec.spec_file} does not exist")
+        for mount in spec.mounts:
+            if not mount.source.exists():
+                raise SandboxError(f"sandbox mount {mount.source} does not exist")
         return kwargs
 
     # -- long-lived containers (the built-in agent) -------------------------------------------

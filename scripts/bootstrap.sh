@@ -35,6 +35,9 @@ command -v dockerd >/dev/null || need+=(docker.io)
 dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)  # the minimal sandbox image
 command -v rg >/dev/null || need+=(ripgrep)
 command -v debootstrap >/dev/null || need+=(debootstrap)          # the Debian sandbox image
+# The sandbox's static network relay (jobs/gateway/forward.c) and the agent CLI images.
+command -v cc >/dev/null && [ -e "$(cc -print-file-name=libc.a)" ] || need+=(gcc libc6-dev)
+command -v npm >/dev/null || need+=(npm)
 [ -s /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
 if [ "${HANDOFF_BOOTSTRAP_TEST:-0}" = 1 ]; then
   ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)

@@ -15,6 +15,9 @@ if [ ! -x "$HANDOFF_DEBIAN_ROOTFS/usr/bin/python3" ]; then
   rm -rf "$HANDOFF_DEBIAN_ROOTFS"; mkdir -p "$(dirname "$HANDOFF_DEBIAN_ROOTFS")"
   uv run --frozen python -c "import sys; from pathlib import Path; from jobs.image import debootstrap; debootstrap(Path(sys.argv[1]))" "$HANDOFF_DEBIAN_ROOTFS"
 fi
+# The Claude Code and Codex images (npm + Debian's nodejs on that root, ~30 s each), tagged by the
+# hash of their recipe: rebuilt only when it changes.
+uv run --frozen python -m jobs.agent_image >/dev/null
 status=0
 uv run --frozen pytest "$@" || status=$?
 exit $status

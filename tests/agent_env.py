@@ -64,9 +64,8 @@ def profiles(image: str, **overrides: Any) -> dict[str, Any]:
             "command": ["cat", "/workspace/codex.jsonl"],
             "model": "gpt-test",
         },
-        # What a CLI profile's container gets in its environment, with and without network.
-        "envdump": {**replay, "network": True, "api_key_env": "ANTHROPIC_API_KEY", "command": ["env"]},
-        "envdump-offline": {**replay, "api_key_env": "ANTHROPIC_API_KEY", "command": ["env"]},
+        # What a CLI profile's container gets in its environment: a gateway token, never a key.
+        "envdump": {**replay, "api_key_env": "ANTHROPIC_API_KEY", "model": "claude-test", "command": ["env"]},
     }
 
 

@@ -268,9 +268,9 @@ async def test_the_run_gateway_records_every_decision_and_sets_the_proxy_variabl
         assert access.env["HTTPS_PROXY"] == access.env["http_proxy"] == "http://127.0.0.1:3128"
         assert access.env["NO_PROXY"] == "127.0.0.1,localhost" and "ANTHROPIC_API_KEY" not in access.env
         assert access.listeners == {3128: "/handoff/gw/egress.sock"}
-        sock = access.mounts[0][0] / "egress.sock"
+        sock = access.mounts[0].source / "egress.sock"
         assert oct(sock.stat().st_mode & 0o777) == "0o600" and sock.stat().st_uid == 1000
-        assert oct(access.mounts[0][0].stat().st_mode & 0o777) == "0o711"
+        assert oct(access.mounts[0].source.stat().st_mode & 0o777) == "0o711"
         answer = await _ask(sock, b"CONNECT pypi.org:443 HTTP/1.1\r\n\r\n")
         assert answer.startswith(b"HTTP/1.1 403") and b"not on the allow-list" in answer
     assert events == [

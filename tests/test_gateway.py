@@ -83,7 +83,7 @@ def _gateway(
 
 
 def _socket(access: SandboxAccess) -> str:
-    run_dir, container_dir = access.mounts[0]
+    run_dir, container_dir = access.mounts[0].source, access.mounts[0].target
     assert container_dir == "/handoff/gw" and access.listeners == {8080: "/handoff/gw/model.sock"}
     return str(run_dir / "model.sock")
 
@@ -277,12 +277,12 @@ async def test_a_gateway_token_is_useless_after_its_run(
     body = {"model": "claude-test", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
     first = _gateway(short_dir, url, rec, run_id="r_one")
     access = await first.start()
-    token, sock = access.env["ANTHROPIC_API_KEY"], access.mounts[0][0] / "model.sock"
+    token, sock = access.env["ANTHROPIC_API_KEY"], access.mounts[0].source / "model.sock"
     async with _client(access) as http:
         assert (await http.post("/v1/messages", json=body, headers={"x-api-key": token})).status_code == 200
     await first.close()
     # The run's socket is gone with its directory...
-    assert not sock.exists() and not access.mounts[0][0].exists()
+    assert not sock.exists() and not access.mounts[0].source.exists()
     with pytest.raises(httpx.ConnectError):
         async with httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=str(sock))) as http:
             await http.post("http://gw/v1/messages", json=body, headers={"x-api-key": token})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import json
 import os
@@ -20,9 +21,9 @@ import pytest
 
 from core.config import Limits
 from core.errors import SandboxError, SandboxUnavailable
-from core.ports import SandboxResult, SandboxSpec
+from core.ports import Mount, SandboxResult, SandboxSpec
 from jobs.image import build_offline, image_exists
-from jobs.sandbox import MAX_LINE, DockerSandbox, LineSplitter, hardening_kwargs
+from jobs.sandbox import MAX_LINE, DockerSandbox, LineSplitter, create_kwargs, hardening_kwargs
 
 IMAGE = "handoff-sandbox:minimal"
 # Our own namespace: a worker started by another test on this engine must not reap our containers.
@@ -62,7 +63,20 @@ def test_hardening_kwargs(tmp_path: Path) -> None:
     assert kw["mem_limit"] == kw["memswap_limit"] == "64m"
     assert kw["nano_cpus"] == 500_000_000 and kw["pids_limit"] == 64
     assert "uid=1000,gid=1000" in kw["tmpfs"]["/tmp"] and "size=16m" in kw["tmpfs"]["/tmp"]
-    assert hardening_kwargs(_spec(tmp_path, ["true"], network=True))["network_mode"] == "bridge"
+
+
+def test_mounts_are_read_only_and_the_wrapper_goes_in_front(tmp_path: Path) -> None:
+    spec = dataclasses.replace(
+        _spec(tmp_path, ["claude", "-p", "x"]),
+        mounts=(Mount(tmp_path / "gw", "/handoff/gw"),),
+        wrapper=("/handoff/bin/handoff-forward", "-l", "127.0.0.1:8080=/handoff/gw/model.sock", "--"),
+    )
+    kw = create_kwargs(spec)
+    assert kw["network_mode"] == "none"
+    assert kw["volumes"][str(tmp_path / "gw")] == {"bind": "/handoff/gw", "mode": "ro"}
+    assert kw["command"] == [*spec.wrapper, "claude", "-p", "x"]
+    with pytest.raises(SandboxError, match="absolute"):
+        create_kwargs(dataclasses.replace(spec, mounts=(Mount(Path("gw"), "/handoff/gw"),)))
 
 
 @pytest.mark.parametrize(

@@ -78,7 +78,7 @@ async def host_service() -> AsyncIterator[int]:
 
 def _workspace(tmp_path: Path, spec: dict[str, Any]) -> Path:
     ws = tmp_path / "probe-ws"
-    ws.mkdir()
+    ws.mkdir(parents=True)
     shutil.copy(PROBE, ws / "sandbox_probe.py")
     (ws / "probe.json").write_text(json.dumps(spec))
     shutil.chown(ws, 1000, 1000)
@@ -114,7 +114,7 @@ async def _probe_unguarded(
     return lines
 
 
-def _probe_on_host_network(image: str, port: int, ws: Path) -> str:
+def _probe_on_host_network(image: str, ws: Path) -> str:
     """The probe's direct connection to the host's port from a container on the host's network."""
     client = docker.DockerClient(version="1.41")
     try:
@@ -150,11 +150,9 @@ async def test_a_hostile_cli_container_finds_no_secret_reaches_nothing_and_still
         and "PROBE found anthropic in /proc/1/environ" in leaked
     )
     control = tmp_path / "control-net"
-    control.mkdir()
-    reached = _probe_on_host_network(
-        image, host_service, _workspace(control, {"connect": [["127.0.0.1", host_service]]})
-    )
-    assert f"PROBE connect 127.0.0.1:{host_service} -> connected: HTTP/1.0 200 OK" in reached
+    ws = _workspace(control, {"connect": [["127.0.0.1", host_service]]})
+    reached = await asyncio.to_thread(_probe_on_host_network, image, ws)
+    assert f"PROBE connect 127.0.0.1:{host_service} -> connected: HTTP/1.1 200 OK" in reached
     # -- the real thing: a CLI profile run through the pipeline
     attempts = [
         f"CONNECT 127.0.0.1:{host_service} HTTP/1.1",

@@ -69,7 +69,7 @@ class Upstream:
     """Where one provider's API is and the key the gateway adds (never seen by the sandbox)."""
 
     base_url: str  # Anthropic: without /v1 (the SDK's ANTHROPIC_BASE_URL); OpenAI: with /v1
-    key: str | None
+    key: str | None  # None: a local server that takes no key
 
 
 @dataclass(frozen=True)
@@ -208,7 +208,7 @@ class ModelGateway:
             self._refused(request.url.path, "bad or expired gateway token")
             return _error(provider, 401, "authentication_error", "invalid gateway token for this run")
         upstream = self.upstreams.get(provider)
-        if upstream is None or not upstream.key:
+        if upstream is None:
             self._refused(request.url.path, f"no {provider} key is configured")
             return _error(provider, 403, "permission_error", f"this run has no access to the {provider} API")
         raw = await request.body()
@@ -241,9 +241,9 @@ class ModelGateway:
                 raw = json.dumps(body).encode()
         headers = {k: v for k, v in request.headers.items() if k not in _HOP and k not in _CREDENTIALS}
         headers["accept-encoding"] = "identity"  # metering reads the bytes it relays
-        if provider == "anthropic":
+        if upstream.key and provider == "anthropic":
             headers["x-api-key"] = upstream.key
-        else:
+        elif upstream.key:
             headers["authorization"] = f"Bearer {upstream.key}"
         url = upstream.base_url.rstrip("/") + route.suffix
         if request.url.query:

@@ -26,7 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.config import Budget, Price
+from core.config import Budget, Price, Profile
+from core.ports import Mount
+from core.settings import Settings
 from jobs.gateway.egress import EgressProxy
 from jobs.gateway.forwarder import CONTAINER_PATH, forwarder_binary, wrap_command
 from jobs.gateway.meter import RunMeter, Usage
@@ -57,13 +59,22 @@ class SandboxAccess:
     """How a container reaches the run's gateway and proxy."""
 
     env: dict[str, str]
-    mounts: list[tuple[Path, str]]  # (host path, container path), read-only
+    mounts: tuple[Mount, ...]  # read-only: the run's directory, the forwarder
     listeners: dict[int, str]  # loopback port -> socket path inside the container
-    token: str | None  # the run's gateway token (redacted from its events)
+
+    @property
+    def wrapper(self) -> tuple[str, ...]:
+        """What goes in front of the container's command (nothing when there is nothing to reach)."""
+        return tuple(wrap_command(self.listeners, [])) if self.listeners else ()
 
     def wrap(self, command: list[str]) -> list[str]:
         """``command`` behind the forwarder (unchanged when there is nothing to forward)."""
-        return wrap_command(self.listeners, command) if self.listeners else list(command)
+        return [*self.wrapper, *command]
+
+
+def new_token() -> str:
+    """A gateway token: 256 random bits, shaped so that nobody takes it for a provider's key."""
+    return "hgw_" + secrets.token_urlsafe(32)
 
 
 def _bind_unix(path: Path) -> socket.socket:
@@ -93,13 +104,14 @@ class RunGateway:
 
     run_id: str
     base_dir: Path
-    uid: int
-    gid: int
+    uid: int | None  # the sandbox user, who gets the sockets (None: a user the sandbox refuses)
+    gid: int | None
     on_event: Callable[[str, dict[str, Any]], None]
     model: ModelAccess | None = None
     egress_allow: list[str] | None = None  # None: no proxy at all; []: every attempt refused
     on_exhausted: Callable[[str], None] | None = None
     policy_factory: Callable[[list[str]], EgressPolicy] = EgressPolicy
+    token: str = field(default_factory=new_token)
     gateway: ModelGateway | None = field(default=None, init=False)
     proxy: EgressProxy | None = field(default=None, init=False)
     run_dir: Path | None = field(default=None, init=False)
@@ -117,7 +129,7 @@ class RunGateway:
     async def start(self) -> SandboxAccess:
         """Bind the sockets, start the servers, and say how the container reaches them."""
         if self.model is None and self.egress_allow is None:
-            return SandboxAccess({}, [], {}, None)
+            return SandboxAccess({}, (), {})
         binary = forwarder_binary(self.base_dir / "bin")
         runs = self.base_dir / "runs"
         runs.mkdir(parents=True, exist_ok=True)
@@ -128,10 +140,9 @@ class RunGateway:
         self.run_dir.mkdir(mode=0o700)
         env: dict[str, str] = {}
         listeners: dict[int, str] = {}
-        token: str | None = None
         sockets: list[Path] = []
         if self.model is not None:
-            token = "hgw_" + secrets.token_urlsafe(32)
+            token = self.token
             self.gateway = ModelGateway(
                 token=token,
                 upstreams=self.model.upstreams,
@@ -162,12 +173,13 @@ class RunGateway:
         for path in sockets:
             self._hand_over(path)
         os.chmod(self.run_dir, 0o711)
-        mounts = [(self.run_dir, CONTAINER_DIR), (binary, CONTAINER_PATH)]
-        return SandboxAccess(env, mounts, listeners, token)
+        return SandboxAccess(
+            env, (Mount(self.run_dir, CONTAINER_DIR), Mount(binary, CONTAINER_PATH)), listeners
+        )
 
     def _hand_over(self, path: Path) -> None:
         try:
-            os.chown(path, self.uid, self.gid)
+            os.chown(path, -1 if self.uid is None else self.uid, -1 if self.gid is None else self.gid)
             os.chmod(path, 0o600)
         except PermissionError:
             os.chmod(path, 0o666)
@@ -180,6 +192,11 @@ class RunGateway:
             await self.proxy.close()
         if self.run_dir is not None:
             shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    @property
+    def meters(self) -> bool:
+        """True when the run's model calls go through (and are metered by) the gateway."""
+        return self.model is not None
 
     @property
     def meter(self) -> RunMeter | None:
@@ -195,3 +212,38 @@ class RunGateway:
     def _decision(self, decision: EgressDecision) -> None:
         with contextlib.suppress(Exception):  # recording must never break the proxy
             self.on_event("log", decision.event_data())
+
+
+def for_profile(
+    profile: Profile,
+    settings: Settings,
+    *,
+    run_id: str,
+    base_dir: Path,
+    uid: int | None,
+    gid: int | None,
+    budget: Budget,
+    price_of: Callable[[str], Price | None],
+    on_event: Callable[[str, dict[str, Any]], None],
+    on_exhausted: Callable[[str], None],
+) -> RunGateway:
+    """What a run of ``profile`` gets: a model gateway for a CLI profile that names its key
+    variable (``api_key_env``), an egress proxy for a profile with ``egress`` — and for every such
+    CLI profile, so that whatever it tries to reach is refused and recorded rather than unseen.
+    """
+    model: ModelAccess | None = None
+    if profile.kind == "command" and profile.api_key_env is not None:
+        upstreams: dict[Provider, Upstream] = {}
+        if settings.anthropic_api_key is not None:
+            base = settings.anthropic_base_url or "https://api.anthropic.com"
+            upstreams["anthropic"] = Upstream(base, settings.anthropic_api_key.get_secret_value())
+        if settings.openai_api_key is not None or settings.openai_base_url:
+            # A local OpenAI-compatible server (OPENAI_BASE_URL) often needs no key at all.
+            key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+            upstreams["openai"] = Upstream(settings.openai_base_url or "https://api.openai.com/v1", key)
+        provider: Provider = "anthropic" if profile.api_key_env == "ANTHROPIC_API_KEY" else "openai"
+        model = ModelAccess(upstreams, provider, profile.gateway_models, budget, price_of)
+    egress = profile.egress.allow if profile.egress is not None else ([] if model is not None else None)
+    return RunGateway(
+        run_id, base_dir, uid, gid, on_event, model=model, egress_allow=egress, on_exhausted=on_exhausted
+    )
