@@ -198,7 +198,9 @@ class ConcurrencyLimits(BaseModel):
         default=30.0, gt=0, description="re-enqueue a queued task whose job vanished"
     )
     retention_days: float = Field(
-        default=14.0, ge=4.0, description="keep delivery records, sent notifications and ended tasks' events this long"
+        default=14.0,
+        ge=4.0,
+        description="keep delivery records, sent notifications and ended tasks' events this long",
     )
     reaper_interval_s: int = Field(default=5, ge=1, le=60, description="seconds between reaper passes")
 
@@ -224,7 +226,9 @@ class Budget(BaseModel):
     wall_clock_s: float | None = Field(default=None, gt=0, le=30 * 86400)
     max_tokens: int | None = Field(default=None, gt=0, le=10**12)
     max_cost_usd: float | None = Field(default=None, gt=0, le=1_000_000)
-    max_steps: int | None = Field(default=None, gt=0, le=1_000_000, description="model calls (built-in agent)")
+    max_steps: int | None = Field(
+        default=None, gt=0, le=1_000_000, description="model calls (built-in agent)"
+    )
     max_input_tokens: int | None = Field(default=None, gt=0, le=10**12)
     max_output_tokens: int | None = Field(default=None, gt=0, le=10**12)
 
