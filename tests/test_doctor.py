@@ -155,8 +155,8 @@ async def test_images_and_keys_each_profile_needs(sqlite_settings: Settings, tmp
             "shell": {"image": SANDBOX_IMAGE},
             "claude": {
                 "image": "handoff-agent:doctor-test",
-                "network": True,
                 "api_key_env": "ANTHROPIC_API_KEY",
+                "model": "claude-test",
             },
             "gpt": {"kind": "builtin", "provider": "openai", "model": "gpt-test", "image": SANDBOX_IMAGE},
         },
@@ -165,10 +165,7 @@ async def test_images_and_keys_each_profile_needs(sqlite_settings: Settings, tmp
     assert not ok
     image = line(out, "image handoff-agent:doctor-test")
     assert image.startswith("FAIL") and "profile claude" in image
-    assert (
-        "docker build -f docker/agents/doctor-test.Dockerfile -t handoff-agent:doctor-test docker/agents/"
-        in image
-    )
+    assert "docker build -f docker/agents/doctor-test.Dockerfile -t handoff-agent:doctor-test ." in image
     assert line(out, f"image {SANDBOX_IMAGE}").startswith("ok") and "profiles gpt, shell" in out
     assert line(out, "model key anthropic").startswith("FAIL") and "claude need it" in out
     assert line(out, "model key openai").startswith("FAIL") and "gpt need it" in out

@@ -18,6 +18,7 @@ from core.checks import Check, CheckStatus, public_url_problem
 from core.config import HandoffConfig, load_config
 from core.errors import HandoffError
 from core.settings import Settings
+from jobs.agent_image import RECIPES
 from jobs.image import DEFAULT_TAGS, image_exists
 from jobs.sandbox import DockerSandbox
 from web.health import WORKER_HEALTH_INTERVAL_S, last_worker_beat
@@ -38,7 +39,10 @@ def build_command(image: str) -> str:
             return f"handoff sandbox build --offline --variant {variant}"
     if image.startswith("handoff-agent:"):
         name = image.split(":", 1)[1]
-        return f"docker build -f docker/agents/{name}.Dockerfile -t {image} docker/agents/"
+        dockerfile = f"docker build -f docker/agents/{name}.Dockerfile -t {image} ."
+        if name in RECIPES:  # the real CLIs also build offline (jobs/agent_image.py)
+            return f"uv run python -m jobs.agent_image {name} (offline), or {dockerfile}"
+        return dockerfile
     return f"docker pull {image} (or build it)"
 
 
