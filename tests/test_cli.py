@@ -247,3 +247,17 @@ def test_every_option_and_argument_has_help() -> None:
 
     walk(typer.main.get_command(app), "handoff")
     assert missing == []
+
+
+async def test_task_logs_prints_every_page_of_events(sqlite_settings: Settings, bare_repo: Path) -> None:
+    from web.app import create_app
+
+    async with LiveServer(create_app(sqlite_settings)) as api, running_worker(sqlite_settings):
+        env = _env(sqlite_settings, HANDOFF_API_URL=api.url)
+        code, out = await handoff("task", "create", str(bare_repo), "seq 1 1500 | sed s/^/line-/", env=env)
+        assert code == 0, out[-2000:]
+        task_id = out.split("created task ")[1].split()[0]
+        code, logs = await handoff("task", "logs", task_id, "--no-follow", env=env, timeout=120)
+    assert code == 0
+    printed = [line for line in logs.splitlines() if " line-" in line]
+    assert len(printed) == 1500 and printed[-1].endswith("line-1500"), logs[-500:]

@@ -226,8 +226,12 @@ def task_logs(
     if follow:
         raise typer.Exit(follow_task(api, task["id"]))
     if task["runs"]:
-        for event in api.call("GET", f"/api/runs/{task['runs'][-1]['id']}/events")["items"]:
-            print_event(event)
+        run_id, after, more = task["runs"][-1]["id"], 0, True
+        while more:  # the API pages the events by sequence number
+            page = api.call("GET", f"/api/runs/{run_id}/events", params={"after": after, "limit": 1000})
+            for event in page["items"]:
+                print_event(event)
+            after, more = page.get("next_after", after), bool(page.get("more"))
     console.print(f"{task['id']}: {task['state']} {escape(task.get('state_reason') or '')}")
     raise typer.Exit(exit_code(task["state"]))
 
