@@ -21,10 +21,13 @@ ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONUNBUFFERED=1
 
 # git: clones and pushes happen here, never in a sandbox. busybox-static and debootstrap:
-# `handoff sandbox build --offline` (the sandbox-build service). uv: in a venv of its own, since a
-# Debian system Python refuses `pip install` (PEP 668).
+# `handoff sandbox build --offline` (the sandbox-build service). gcc and libc6-dev: the worker
+# compiles the sandbox's static network forwarder once (jobs/gateway/forwarder.py) for runs that
+# use the model gateway or the egress proxy. uv: in a venv of its own, since a Debian system Python
+# refuses `pip install` (PEP 668).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends git ca-certificates busybox-static debootstrap \
+      gcc libc6-dev \
       $(python3 -c 'import ensurepip' 2>/dev/null || echo python3-venv) \
  && rm -rf /var/lib/apt/lists/* \
  && python3 -m venv /opt/uv \

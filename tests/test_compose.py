@@ -264,6 +264,21 @@ def test_compose_stack_runs_tasks_through_a_worker_restart(stack: Stack, bare_re
         built = stack.run("logs", "--no-color", "sandbox-build").stdout
         assert "handoff-sandbox:minimal" in built and "handoff-sandbox:debian" in built
         wait("api healthy", lambda: stack.container("api")["State"]["Health"]["Status"] == "healthy", 120)
+        # The worker can build the sandbox's network forwarder (runs behind the model gateway or
+        # the egress proxy need it), and the doctor finds the engine and both sandbox images.
+        forwarder = stack.run(
+            "exec",
+            "-T",
+            "worker",
+            "python",
+            "-c",
+            "from pathlib import Path; from jobs.gateway.forwarder import forwarder_binary; "
+            "print(forwarder_binary(Path('/tmp/forwarder')))",
+        ).stdout
+        assert "handoff-forward-" in forwarder
+        doctor = stack.run("exec", "-T", "worker", "handoff", "doctor", check=False).stdout
+        for line in ("ok   docker", "ok   image handoff-sandbox:minimal", "ok   database", "ok   redis"):
+            assert line in doctor, doctor
 
         # A task that is still running when the worker is restarted.
         first = client.post(
