@@ -64,6 +64,7 @@ async def handoff_dispatch(n: int, redis_url: str) -> list[float]:
         redis_url=redis_url,
         handoff_config=config,
         handoff_workspace_dir=work / "ws",
+        handoff_mirror_dir=work / "mirrors",
         handoff_queue_name=f"handoff:bench:{os.getpid()}",
     )
     upgrade(settings.database_url)

@@ -175,6 +175,7 @@ def bench_settings(work: Path, db_url: str, redis_url: str, github_url: str, sla
         redis_url=redis_url,
         handoff_config=write_config(work),
         handoff_workspace_dir=work / "ws",
+        handoff_mirror_dir=work / "mirrors",
         handoff_queue_name=f"handoff:bench:economy:{os.getpid()}:{uuid.uuid4().hex[:6]}",
         github_app_id=str(APP_ID),
         github_private_key=SecretStr(private),

@@ -40,6 +40,16 @@ class Settings(BaseSettings):
         default_factory=lambda: default_data_dir() / "workspaces",
         description="checkouts of running tasks; outside every git repository (start-up checks)",
     )
+    handoff_mirror: bool = Field(
+        default=True, description="keep a bare mirror per repository on each worker host"
+    )
+    handoff_mirror_dir: Path = Field(
+        default_factory=lambda: default_data_dir() / "mirrors",
+        description="where the mirrors live (host-only: never mounted into a sandbox)",
+    )
+    handoff_mirror_max_bytes: int = Field(
+        default=20 * 1024**3, gt=0, description="least recently used mirrors go beyond this size"
+    )
     handoff_api_token: SecretStr | None = Field(default=None, description="bearer token for /api")
     handoff_queue_name: str = Field(default="handoff:queue")
     docker_host: str | None = Field(default=None)

@@ -21,6 +21,7 @@ from core.ports import GitCredentials, Integration, PostPush, Sandbox
 from core.settings import Settings
 from core.tasks import TaskService
 from jobs.dependencies import DATABASE, DOCKER, REDIS, DependencyGate
+from jobs.mirror import MirrorCache
 from jobs.queue import ArqQueue
 from jobs.sandbox import DockerSandbox
 from jobs.workspace import check_workspace_root
@@ -44,6 +45,7 @@ class WorkerContext:
     shutting_down: bool = False
     last_prune: float = float("-inf")  # loop time of the reaper's last clean-up
     git_credentials: GitCredentials | None = None
+    mirrors: MirrorCache | None = None
     post_push: list[PostPush] = field(default_factory=list)
     notifiers: list[Notifier] = field(default_factory=list)
     integrations: list[Integration] = field(default_factory=list)
@@ -113,6 +115,9 @@ def build_worker_context(
         tasks=TaskService(sessions, queue, config, journal),
         journal=journal,
         gate=dependency_gate(engine, queue, sandbox),
+        mirrors=MirrorCache(settings.handoff_mirror_dir, max_bytes=settings.handoff_mirror_max_bytes)
+        if settings.handoff_mirror
+        else None,
     )
 
 

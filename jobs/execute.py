@@ -94,6 +94,7 @@ class Execution:
             sandbox_gid=_gid(profile.user),
             auth_header=auth,
             history_depth=profile.history_depth,
+            mirrors=self.wc.mirrors,
         )
         events: list[EventPump] = []  # the gateway reports into the pump, made just below
         gateway = for_profile(

@@ -48,6 +48,7 @@ from jobs.hostgit import (
     secret_forms,
     verb,
 )
+from jobs.mirror import Lease, MirrorCache
 
 __all__ = ["BRANCH_PREFIX", "GitWorkspace", "check_branch", "check_workspace_root", "is_local_remote"]
 
@@ -110,6 +111,7 @@ class GitWorkspace:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         history_depth: int = 1,
         limits: worktree.Limits | None = None,
+        mirrors: MirrorCache | None = None,
     ) -> None:
         self.remote = remote
         self.task_id = task_id
@@ -123,6 +125,8 @@ class GitWorkspace:
         self.timeout_s = timeout_s
         self.history_depth = history_depth
         self.limits = limits or worktree.Limits()
+        self.mirrors = mirrors
+        self._lease: Lease | None = None
         self.root = Path(root)
         self.run_dir = self.root / run_id
         self.git_dir = self.run_dir / "git"
@@ -206,8 +210,11 @@ class GitWorkspace:
         )
 
     async def cleanup(self) -> None:
-        """Delete ``root/<run_id>`` (repository, work tree, spec); a missing directory is fine."""
+        """Delete ``root/<run_id>`` (repository, work tree, spec) and let go of the mirror."""
         await asyncio.to_thread(shutil.rmtree, self.run_dir, True)
+        if self._lease is not None:
+            self._lease.release()
+            self._lease = None
 
     async def diff(self, max_bytes: int = 1_000_000) -> str:
         """The published change (start commit to the pushed head), cut to at most ``max_bytes``."""
@@ -228,16 +235,29 @@ class GitWorkspace:
         return Path(unquote(urlparse(remote).path) if remote.startswith("file://") else remote)
 
     async def _clone(self) -> None:
+        """The run's repository: borrowing a leased mirror's objects, or a clone of its own."""
+        if self.mirrors is not None:
+            try:
+                self._lease = await self.mirrors.lease(self.remote, self._auth_header)
+            except WorkspaceError as exc:
+                raise self._clone_error(str(exc)) from None
+            await self._git(
+                "-c", "protocol.file.allow=always", "clone", "--bare", "-q", "--shared", "--no-tags",
+                "--", str(self._lease.path), str(self.git_dir), bare=True,
+            )  # fmt: skip
+            return
         out = await self._git(
             "clone", "--bare", "-q", "--no-tags", "--", self.remote, str(self.git_dir),
             check=False, remote=True, bare=True,
         )  # fmt: skip
         if out.rc != 0:
-            reason = self._reason(out.stderr)
-            lowered = reason.lower()
-            if any(s in lowered for s in ("not appear to be a git repo", "does not exist", "not found")):
-                raise WorkspaceError(f"repository not found: {redact_url(self.remote)}")
-            raise WorkspaceError(f"clone of {redact_url(self.remote)} failed: {reason}")
+            raise self._clone_error(f"clone of {redact_url(self.remote)} failed: {self._reason(out.stderr)}")
+
+    def _clone_error(self, message: str) -> WorkspaceError:
+        lowered = message.lower()
+        if any(s in lowered for s in ("not appear to be a git repo", "does not exist", "not found")):
+            return WorkspaceError(f"repository not found: {redact_url(self.remote)}")
+        return WorkspaceError(self.scrub(message))
 
     async def _start_commit(self) -> str:
         """The task branch if earlier runs pushed it, else ``base_ref``, else the default branch."""

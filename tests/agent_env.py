@@ -101,6 +101,7 @@ def agent_settings(
         redis_url=redis_url,
         handoff_config=config,
         handoff_workspace_dir=tmp_path / "workspaces",
+        handoff_mirror_dir=tmp_path / "mirrors",
         handoff_queue_name=f"handoff:test:{uuid.uuid4().hex[:8]}",
         handoff_public_url="http://127.0.0.1:8000",
         anthropic_base_url=llm_url,

@@ -216,6 +216,7 @@ def attack_settings(tmp_path: Path, database_url: str, redis_url: str, **config:
         redis_url=redis_url,
         handoff_config=write_config(tmp_path / "handoff.yml", **config),
         handoff_workspace_dir=tmp_path / "workspaces",
+        handoff_mirror_dir=tmp_path / "mirrors",
         handoff_queue_name=f"handoff:test:{uuid.uuid4().hex[:8]}",
         handoff_public_url="http://127.0.0.1:8000",
         **SECRETS,

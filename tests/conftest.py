@@ -227,6 +227,7 @@ def _settings(database_url: str, redis_url: str, tmp_path: Path) -> Settings:
         redis_url=redis_url,
         handoff_config=write_config(tmp_path / "handoff.yml"),
         handoff_workspace_dir=tmp_path / "workspaces",
+        handoff_mirror_dir=tmp_path / "mirrors",
         handoff_queue_name=f"handoff:test:{uuid.uuid4().hex[:8]}",
         handoff_public_url="http://127.0.0.1:8000",
     )

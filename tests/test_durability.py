@@ -49,6 +49,7 @@ def worker_process(settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
         "REDIS_URL": settings.redis_url,
         "HANDOFF_CONFIG": str(settings.handoff_config),
         "HANDOFF_WORKSPACE_DIR": str(settings.handoff_workspace_dir),
+        "HANDOFF_MIRROR_DIR": str(settings.handoff_mirror_dir),
         "HANDOFF_QUEUE_NAME": settings.handoff_queue_name,
         "HANDOFF_LOG_LEVEL": "WARNING",
     }
