@@ -24,52 +24,20 @@ import itertools
 import json
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from tests.fakes import llm_responses as responses_api
+from tests.fakes import llm_wire as wire
+from tests.fakes.llm_wire import Call, Fault, Reply
+
+__all__ = ["API_KEY", "OPENAI_KEY", "Call", "FakeLLM", "Fault", "Recorded", "Reply"]
 
 API_KEY = "sk-ant-test-0123456789abcdefghij"
 OPENAI_KEY = "sk-test-0123456789abcdefghijklmn"
-
-
-@dataclass(frozen=True)
-class Call:
-    """A tool call in a scripted reply; ``raw`` overrides the JSON (to send malformed arguments)."""
-
-    name: str
-    args: dict[str, Any] = field(default_factory=dict)
-    raw: str | None = None
-
-    @property
-    def arguments(self) -> str:
-        return self.raw if self.raw is not None else json.dumps(self.args)
-
-
-@dataclass(frozen=True)
-class Reply:
-    """One scripted model response."""
-
-    text: str = ""
-    calls: tuple[Call, ...] = ()
-    usage: tuple[int, int] = (1000, 100)
-    delay_s: float = 0.0
-    sticky: bool = False  # answer every later request with this reply too
-    pieces: int = 3  # a streamed text or argument string arrives in this many deltas
-    piece_delay_s: float = 0.0  # pause after each delta (a slow, long answer)
-
-
-@dataclass(frozen=True)
-class Fault:
-    """One scripted HTTP failure."""
-
-    status: int
-    kind: str = ""
-    message: str = "scripted failure"
-    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -204,14 +172,14 @@ class FakeLLM:
         if "anthropic-version" in request.headers:
             bearer = request.headers.get("authorization", "").removeprefix("Bearer ")
             if self.anthropic_key not in (request.headers.get("x-api-key"), bearer):
-                return _anthropic_error(401, "authentication_error", "invalid x-api-key")
+                return wire.anthropic_error(401, "authentication_error", "invalid x-api-key")
             data = [
                 {"type": "model", "id": n, "display_name": n, "created_at": "2025-01-01T00:00:00Z"}
                 for n in names
             ]
             return JSONResponse({"data": data, "has_more": False, "first_id": names[0], "last_id": names[-1]})
         if request.headers.get("authorization") != f"Bearer {OPENAI_KEY}":
-            return _openai_error(401, "invalid_api_key", "Incorrect API key provided")
+            return wire.openai_error(401, "invalid_api_key", "Incorrect API key provided")
         listed: list[dict[str, Any]] = [
             {"id": n, "object": "model", "created": 1735689600, "owned_by": "fake"} for n in names
         ]
@@ -225,19 +193,19 @@ class FakeLLM:
         # Older SDKs send x-api-key, newer ones a bearer token: the real API takes both.
         bearer = request.headers.get("authorization", "").removeprefix("Bearer ")
         if self.anthropic_key not in (request.headers.get("x-api-key"), bearer):
-            return _anthropic_error(401, "authentication_error", "invalid x-api-key")
+            return wire.anthropic_error(401, "authentication_error", "invalid x-api-key")
         if body.get("model") not in self.models:
-            return _anthropic_error(404, "not_found_error", f"model: {body.get('model')}")
-        problem = _check_anthropic(body)
+            return wire.anthropic_error(404, "not_found_error", f"model: {body.get('model')}")
+        problem = wire.check_anthropic(body)
         if problem:
             self.problems.append(problem)
-            return _anthropic_error(400, "invalid_request_error", problem)
+            return wire.anthropic_error(400, "invalid_request_error", problem)
         step = self._next()
         if isinstance(step, Fault):
             kind = step.kind or {429: "rate_limit_error", 529: "overloaded_error"}.get(
                 step.status, "api_error"
             )
-            return _anthropic_error(step.status, kind, step.message, step.headers)
+            return wire.anthropic_error(step.status, kind, step.message, step.headers)
         await asyncio.sleep(step.delay_s)
         msg_id = f"msg_{next(self._ids):04d}"
         blocks: list[dict[str, Any]] = []
@@ -272,7 +240,7 @@ class FakeLLM:
                     "usage": {"input_tokens": step.usage[0], "output_tokens": step.usage[1]},
                 }
             )
-        return self._stream(_anthropic_events(msg_id, body["model"], blocks, stop, step))
+        return self._stream(wire.anthropic_events(msg_id, body["model"], blocks, stop, step))
 
     # -- OpenAI ---------------------------------------------------------------------------------
 
@@ -280,16 +248,18 @@ class FakeLLM:
         body = await request.json()
         self.requests.append(Recorded("openai", body, dict(request.headers), time.monotonic()))
         if request.headers.get("authorization") != f"Bearer {self.openai_key}":
-            return _openai_error(401, "invalid_api_key", "Incorrect API key provided")
+            return wire.openai_error(401, "invalid_api_key", "Incorrect API key provided")
         if body.get("model") not in self.models:
-            return _openai_error(404, "model_not_found", f"The model `{body.get('model')}` does not exist")
-        problem = _check_openai(body)
+            return wire.openai_error(
+                404, "model_not_found", f"The model `{body.get('model')}` does not exist"
+            )
+        problem = wire.check_openai(body)
         if problem:
             self.problems.append(problem)
-            return _openai_error(400, "invalid_request_error", problem)
+            return wire.openai_error(400, "invalid_request_error", problem)
         step = self._next()
         if isinstance(step, Fault):
-            return _openai_error(step.status, step.kind or "server_error", step.message, step.headers)
+            return wire.openai_error(step.status, step.kind or "server_error", step.message, step.headers)
         await asyncio.sleep(step.delay_s)
         calls = [(f"call_{next(self._ids):04d}", c) for c in step.calls]
         finish = "tool_calls" if calls else "stop"
@@ -318,7 +288,7 @@ class FakeLLM:
             )
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         return self._stream(
-            _openai_chunks(body["model"], created, step, calls, finish, usage if include_usage else None)
+            wire.openai_chunks(body["model"], created, step, calls, finish, usage if include_usage else None)
         )
 
     # -- OpenAI Responses -----------------------------------------------------------------------
@@ -327,16 +297,18 @@ class FakeLLM:
         body = await request.json()
         self.requests.append(Recorded("responses", body, dict(request.headers), time.monotonic()))
         if request.headers.get("authorization") != f"Bearer {self.openai_key}":
-            return _openai_error(401, "invalid_api_key", "Incorrect API key provided")
+            return wire.openai_error(401, "invalid_api_key", "Incorrect API key provided")
         if body.get("model") not in self.models:
-            return _openai_error(404, "model_not_found", f"The model `{body.get('model')}` does not exist")
+            return wire.openai_error(
+                404, "model_not_found", f"The model `{body.get('model')}` does not exist"
+            )
         problem = responses_api.check(body)
         if problem:
             self.problems.append(problem)
-            return _openai_error(400, "invalid_request_error", problem)
+            return wire.openai_error(400, "invalid_request_error", problem)
         step = self._next()
         if isinstance(step, Fault):
-            return _openai_error(step.status, step.kind or "server_error", step.message, step.headers)
+            return wire.openai_error(step.status, step.kind or "server_error", step.message, step.headers)
         await asyncio.sleep(step.delay_s)
         calls = [(f"call_{next(self._ids):04d}", c.name, c.arguments) for c in step.calls]
         items = responses_api.output_items(step.text, calls, lambda: next(self._ids))
@@ -351,7 +323,7 @@ class FakeLLM:
                 body["model"],
                 items,
                 step.usage,
-                lambda t: _pieces(t, step.pieces),
+                lambda t: wire.pieces(t, step.pieces),
                 step.piece_delay_s,
             )
         )
@@ -369,155 +341,3 @@ class FakeLLM:
                 self.streams.append(ended)
 
         return StreamingResponse(tracked(), media_type="text/event-stream")
-
-
-def _sse(event: str, data: dict[str, Any]) -> str:
-    return f"event: {event}\ndata: {json.dumps(data)}\n\n"
-
-
-def _pieces(text: str, n: int = 3) -> list[str]:
-    size = max(1, -(-len(text) // n))
-    return [text[i : i + size] for i in range(0, len(text), size)] or [""]
-
-
-async def _anthropic_events(
-    msg_id: str, model: str, blocks: list[dict[str, Any]], stop: str, step: Reply
-) -> AsyncIterator[str]:
-    usage = step.usage
-    start: dict[str, Any] = {
-        "id": msg_id,
-        "type": "message",
-        "role": "assistant",
-        "model": model,
-        "content": [],
-        "stop_reason": None,
-        "stop_sequence": None,
-        "usage": {"input_tokens": usage[0], "output_tokens": 1},
-    }
-    yield _sse("message_start", {"type": "message_start", "message": start})
-    yield _sse("ping", {"type": "ping"})
-    for index, block in enumerate(blocks):
-        if block["type"] == "text":
-            yield _sse(
-                "content_block_start",
-                {
-                    "type": "content_block_start",
-                    "index": index,
-                    "content_block": {"type": "text", "text": ""},
-                },
-            )
-            for piece in _pieces(block["text"], step.pieces):
-                delta = {"type": "text_delta", "text": piece}
-                yield _sse(
-                    "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
-                )
-                await asyncio.sleep(step.piece_delay_s)
-        else:
-            head = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}
-            yield _sse(
-                "content_block_start", {"type": "content_block_start", "index": index, "content_block": head}
-            )
-            for piece in _pieces(block["call"].arguments, step.pieces):
-                delta = {"type": "input_json_delta", "partial_json": piece}
-                yield _sse(
-                    "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
-                )
-        yield _sse("content_block_stop", {"type": "content_block_stop", "index": index})
-    end = {
-        "type": "message_delta",
-        "delta": {"stop_reason": stop, "stop_sequence": None},
-        "usage": {"output_tokens": usage[1]},
-    }
-    yield _sse("message_delta", end)
-    yield _sse("message_stop", {"type": "message_stop"})
-
-
-async def _openai_chunks(
-    model: str,
-    created: int,
-    step: Reply,
-    calls: list[tuple[str, Call]],
-    finish: str,
-    usage: dict[str, int] | None,
-) -> AsyncIterator[str]:
-    def chunk(delta: dict[str, Any], reason: str | None = None) -> str:
-        body = {
-            "id": "chatcmpl-fake",
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": reason}],
-        }
-        return f"data: {json.dumps(body)}\n\n"
-
-    yield chunk({"role": "assistant", "content": ""})
-    if step.text:
-        for piece in _pieces(step.text, step.pieces):
-            yield chunk({"content": piece})
-            await asyncio.sleep(step.piece_delay_s)
-    for index, (call_id, call) in enumerate(calls):
-        head = {
-            "index": index,
-            "id": call_id,
-            "type": "function",
-            "function": {"name": call.name, "arguments": ""},
-        }
-        yield chunk({"tool_calls": [head]})
-        for piece in _pieces(call.arguments, step.pieces):
-            yield chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
-    yield chunk({}, finish)
-    if usage is not None:
-        tail = {
-            "id": "chatcmpl-fake",
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "choices": [],
-            "usage": usage,
-        }
-        yield f"data: {json.dumps(tail)}\n\n"
-    yield "data: [DONE]\n\n"
-
-
-def _anthropic_error(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> Response:
-    body = {"type": "error", "error": {"type": kind, "message": message}}
-    return JSONResponse(body, status_code=status, headers={"x-should-retry": "false", **(headers or {})})
-
-
-def _openai_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
-    body = {"error": {"message": message, "type": code, "param": None, "code": code}}
-    return JSONResponse(body, status_code=status, headers={"x-should-retry": "false", **(headers or {})})
-
-
-def _check_anthropic(body: dict[str, Any]) -> str | None:
-    """What the real API would refuse: alternation, and tool results for every tool use."""
-    messages = body.get("messages") or []
-    if not messages or messages[0].get("role") != "user":
-        return "messages: first message must use the user role"
-    for prev, cur in itertools.pairwise(messages):
-        if prev["role"] == cur["role"]:
-            return "messages: roles must alternate between user and assistant"
-        if prev["role"] == "assistant":
-            uses = {b["id"] for b in prev["content"] if b.get("type") == "tool_use"}
-            content = cur["content"] if isinstance(cur["content"], list) else []
-            answered = {b["tool_use_id"] for b in content if b.get("type") == "tool_result"}
-            if uses - answered:
-                return f"tool_use ids were found without tool_result blocks: {sorted(uses - answered)}"
-    for m in messages:
-        if isinstance(m["content"], list) and not m["content"]:
-            return "messages: content must not be empty"
-    return None
-
-
-def _check_openai(body: dict[str, Any]) -> str | None:
-    messages = body.get("messages") or []
-    pending: set[str] = set()
-    for m in messages:
-        if m["role"] == "tool":
-            pending.discard(m.get("tool_call_id"))
-            continue
-        if pending:
-            return f"tool_calls without responding tool messages: {sorted(pending)}"
-        if m["role"] == "assistant":
-            pending = {c["id"] for c in m.get("tool_calls") or []}
-    return None
