@@ -167,7 +167,9 @@ async def test_the_reaper_prunes_events_of_tasks_ended_before_the_horizon(sqlite
 
     async def left() -> dict[str, int]:
         async with wc.sessions() as session:
-            rows = await session.execute(select(col(RunEvent.task_id), func.count()).group_by(RunEvent.task_id))
+            rows = await session.execute(
+                select(col(RunEvent.task_id), func.count()).group_by(RunEvent.task_id)
+            )
             return {str(t): int(n) for t, n in rows.all()}
 
     # Batches of 2, at most 2 per pass: the first pass leaves work, the next pass goes on at once.

@@ -9,7 +9,8 @@ port. Afterwards Claude Code does the task through the model gateway.
 
 Each attack is first shown to work on an unguarded path: the same scan finds the key when it is
 passed the old way (in the environment), and the same connection reaches the host's port from a
-container on the host's network.
+container on the host's network. The built-in agent's tools, run in its long-lived container,
+get the same proxy and the same refusals.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from core.config import Limits
 from core.ports import SandboxSpec
 from jobs.gateway.policy import host_addresses
 from jobs.sandbox import DockerSandbox
-from tests.agent_env import agent_settings, events, handoff, python_repo, run_task
+from tests.agent_env import agent_settings, ensure_debian_image, events, handoff, python_repo, run_task
 from tests.cli_env import cli_profile
 from tests.conftest import LiveServer
 from tests.fakes.llm import Call, FakeLLM, Reply
@@ -252,3 +253,39 @@ async def test_a_hostile_cli_container_finds_no_secret_reaches_nothing_and_still
     assert done["state"] == "succeeded", done
     assert {r.headers["x-api-key"] for r in fake.requests} == {values["anthropic"]}
     assert done["runs"][-1]["tokens_in"] == 3000
+
+
+async def test_the_built_in_agents_tools_reach_the_network_only_through_the_allow_list(
+    sqlite_url: str, redis_url: str, tmp_path: Path, host_service: int
+) -> None:
+    image = ensure_debian_image()
+    spec = {
+        "connect": [["169.254.169.254", 80], ["127.0.0.1", host_service]],
+        "proxied": ["CONNECT 169.254.169.254:80 HTTP/1.1", "CONNECT example.com:443 HTTP/1.1"],
+    }
+    fake = FakeLLM()
+    fake.add(
+        Reply("", (Call("bash", {"command": "python3 sandbox_probe.py"}),)),
+        Reply("", (Call("finish", {"summary": "probed"}),)),
+    )
+    async with LiveServer(fake.app) as llm:
+        settings = agent_settings(
+            sqlite_url, redis_url, tmp_path, llm.url, image=image, profile={"egress": {"allow": ["pypi.org"]}}
+        )
+        repo = python_repo(tmp_path, {"sandbox_probe.py": PROBE.read_text(), "probe.json": json.dumps(spec)})
+        async with handoff(settings) as client:
+            done = await run_task(client, {"repo": str(repo), "instructions": "Probe."})
+            stored = await events(client, done["runs"][-1]["id"])
+    assert done["state"] == "succeeded", done
+    (result,) = [e["data"] for e in stored if e["type"] == "tool" and e["data"]["phase"] == "result"]
+    output = result["output"]
+    assert "PROBE connect 169.254.169.254:80 -> refused: [Errno 101] Network is unreachable" in output
+    assert f"PROBE connect 127.0.0.1:{host_service} -> refused: [Errno 111]" in output
+    assert output.count("-> HTTP/1.1 403 Forbidden") == 2, output
+    refused = {
+        (d["egress"]["host"], d["egress"]["reason"]) for d in (e["data"] for e in stored) if "egress" in d
+    }
+    assert refused == {
+        ("169.254.169.254", "link-local address (cloud metadata)"),
+        ("example.com", "not on the allow-list"),
+    }
