@@ -238,7 +238,9 @@ class Execution:
         asked = options.get("model") if isinstance(options, dict) else None
         if not isinstance(asked, str) or not asked:
             return profile.model
-        if profile.models is not None and asked not in profile.gateway_models:
+        # A profile behind the model gateway allows only its own models, listed or not.
+        limited = profile.models is not None or profile.api_key_env is not None
+        if limited and asked not in profile.gateway_models:
             return profile.model
         return asked
 
