@@ -392,11 +392,14 @@ class DockerSandbox:
     async def _remove_where(self, keep: Callable[[dict[str, str]], bool], labels: list[str]) -> list[str]:
         def remove(client: docker.DockerClient) -> list[str]:
             removed: list[str] = []
-            for c in client.containers.list(all=True, filters={"label": labels}):
-                if c.labels.get(_LABEL_INSTANCE) != self._instance:
+            # The low-level listing: containers.list() inspects each container it found, and one
+            # removed meanwhile (by its own run, on a shared engine) would fail the whole sweep.
+            for c in client.api.containers(all=True, filters={"label": labels}):
+                found: dict[str, str] = c.get("Labels") or {}
+                if found.get(_LABEL_INSTANCE) != self._instance:
                     continue  # another deployment's container on a shared engine
-                if not keep(c.labels) and _force_remove(c):
-                    removed.append(str(c.id))
+                if not keep(found) and _force_remove(client.containers.prepare_model({"Id": c["Id"]})):
+                    removed.append(str(c["Id"]))
             return removed
 
         return await self._call("remove containers", remove)
