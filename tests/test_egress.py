@@ -298,3 +298,18 @@ async def test_the_run_gateway_records_every_decision_and_sets_the_proxy_variabl
         "-p",
         "x",
     ]
+
+
+async def test_connections_past_the_cap_are_turned_away(
+    proxy: tuple[Harness, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import jobs.gateway.egress as egress
+
+    _harness, path = proxy
+    monkeypatch.setattr(egress, "MAX_CONNECTIONS", 2)
+    idle = [await asyncio.open_unix_connection(str(path)) for _ in range(2)]
+    await asyncio.sleep(0.1)  # both are being served (waiting for a request head)
+    answer = await _ask(path, b"CONNECT pypi.org:443 HTTP/1.1\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 503 Service Unavailable")
+    for _reader, writer in idle:
+        writer.close()

@@ -335,3 +335,25 @@ def test_delta_envelopes_are_learned_once_and_chat_usage_is_found_without_parsin
     call.event(b"", b'{"id":"c","choices":[],"usage": {"prompt_tokens": 12, "completion_tokens": 99}}')
     call.event(b"", b"[DONE]")
     assert (call.input_tokens, call.output_estimate, call.final) == (12, 99, True)
+
+
+async def test_a_body_past_the_cap_is_refused_before_it_is_read_whole(
+    provider: tuple[FakeLLM, str], short_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import jobs.gateway.model as gateway_model
+
+    fake, url = provider
+    monkeypatch.setattr(gateway_model, "MAX_BODY", 1000)
+    body = {"model": "claude-test", "max_tokens": 5, "messages": [{"role": "user", "content": "x" * 2000}]}
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: the cap counts as it reads
+        data = json.dumps(body).encode()
+        for i in range(0, len(data), 100):
+            yield data[i : i + 100]
+
+    async with _gateway(short_dir, url, Recorder()) as access, _client(access) as http:
+        headers = {"x-api-key": access.env["ANTHROPIC_API_KEY"]}
+        declared = await http.post("/v1/messages", json=body, headers=headers)
+        streamed = await http.post("/v1/messages", content=chunks(), headers=headers)
+    assert (declared.status_code, streamed.status_code) == (413, 413)
+    assert fake.requests == []

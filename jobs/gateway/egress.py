@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 Connector = Callable[[str, int], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
 MAX_HEAD = 16 * 1024
+MAX_CONNECTIONS = 64  # per run: the sandbox can reach the socket directly, bound what it can hold
 _CHUNK = 64 * 1024
 
 
@@ -88,6 +89,15 @@ class EgressProxy:
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
+        if len(self._connections) >= MAX_CONNECTIONS:
+            # Take the request head first (briefly) so the refusal is read, not reset away.
+            with contextlib.suppress(
+                ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError
+            ):
+                await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+                await self._answer(writer, 503, f"more than {MAX_CONNECTIONS} connections at once")
+            writer.close()
+            return
         self._connections.add(task)
         try:
             await self._serve(reader, writer)
@@ -162,9 +172,8 @@ class EgressProxy:
 
     async def _answer(self, writer: asyncio.StreamWriter, status: int, reason: str) -> None:
         body = f"handoff egress proxy: {reason}\n".encode()
-        phrase = {400: "Bad Request", 403: "Forbidden", 431: "Request Header Fields Too Large"}.get(
-            status, "Bad Gateway"
-        )
+        phrases = {400: "Bad Request", 403: "Forbidden", 431: "Request Header Fields Too Large"}
+        phrase = phrases.get(status, "Service Unavailable" if status == 503 else "Bad Gateway")
         writer.write(
             f"HTTP/1.1 {status} {phrase}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
             f"Connection: close\r\n\r\n".encode()

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 Provider = Literal["anthropic", "openai"]
 MAX_BODY = 32 * 1024 * 1024
+MAX_CONNECTIONS = 64  # per run; more get 503
 _HOP = {
     "connection",
     "keep-alive",
@@ -108,6 +109,22 @@ def _stream_error(api: Api, message: str) -> bytes:
     return f"data: {json.dumps(body)}\n\n".encode()
 
 
+async def _read_capped(request: Request) -> bytes | None:
+    """The request body, or ``None`` past :data:`MAX_BODY` (read no further: a hostile sandbox
+    must not make the worker hold an unbounded body)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY:
+        return None
+    parts: list[bytes] = []
+    size = 0
+    async for part in request.stream():
+        size += len(part)
+        if size > MAX_BODY:
+            return None
+        parts.append(part)
+    return b"".join(parts)
+
+
 class _QuietServer(uvicorn.Server):
     """uvicorn embedded in the worker: it must not take over the process's signal handlers."""
 
@@ -160,7 +177,13 @@ class ModelGateway:
             skip_auto_headers=("User-Agent",),
         )
         config = uvicorn.Config(
-            self.app, log_config=None, log_level="warning", access_log=False, lifespan="off"
+            self.app,
+            log_config=None,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            # The sandbox may open connections to the socket directly: bound what it can hold.
+            limit_concurrency=MAX_CONNECTIONS,
         )
         self._server = _QuietServer(config)
         self._serving = asyncio.create_task(self._server.serve(sockets=[sock]), name="model-gateway")
@@ -211,9 +234,9 @@ class ModelGateway:
         if upstream is None:
             self._refused(request.url.path, f"no {provider} key is configured")
             return _error(provider, 403, "permission_error", f"this run has no access to the {provider} API")
-        raw = await request.body()
-        if len(raw) > MAX_BODY:
-            return _error(provider, 413, "request_too_large", "request body too large")
+        raw = await _read_capped(request)
+        if raw is None:
+            return _error(provider, 413, "request_too_large", f"request body over {MAX_BODY} bytes")
         try:
             body = json.loads(raw)
         except ValueError:
