@@ -261,3 +261,48 @@ async def test_task_logs_prints_every_page_of_events(sqlite_settings: Settings, 
     assert code == 0
     printed = [line for line in logs.splitlines() if " line-" in line]
     assert len(printed) == 1500 and printed[-1].endswith("line-1500"), logs[-500:]
+
+
+async def test_serve_connects_slack_in_socket_mode_and_prints_one_summary(
+    sqlite_settings: Settings, tmp_path: Path
+) -> None:
+    """What the compose `api` service runs: with SLACK_APP_TOKEN set it connects over a WebSocket."""
+    from tests.conftest import free_port
+    from tests.fakes.slack_api import APP_TOKEN, BOT_TOKEN, FakeSlack, wait_for_socket
+
+    fake = FakeSlack()
+    async with LiveServer(fake.app) as slack:
+        fake.bind(slack.url)
+        port = free_port()
+        env = {
+            **os.environ,
+            "COLUMNS": "200",
+            "PYTHONPATH": str(ROOT),
+            **_env(sqlite_settings),
+            "SLACK_BOT_TOKEN": BOT_TOKEN,
+            "SLACK_APP_TOKEN": APP_TOKEN,
+            "SLACK_API_URL": fake.api_url,
+            "HANDOFF_QUEUE_NAME": sqlite_settings.handoff_queue_name,
+        }
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "web", "serve", "--port", str(port), "--no-migrate",
+            cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        assert proc.stdout is not None
+        seen = b""
+        try:
+            while b"  config" not in seen:  # the summary block's last line
+                chunk = await asyncio.wait_for(proc.stdout.read(4096), 60)
+                assert chunk, seen.decode()
+                seen += chunk
+            await wait_for_socket(fake)
+            assert fake.of("apps.connections.open")
+        finally:
+            proc.send_signal(signal.SIGINT)
+            rest, _ = await asyncio.wait_for(proc.communicate(), 30)
+        out = (seen + rest).decode()
+    assert out.count("Handoff is up") == 1
+    assert f"http://127.0.0.1:{port}" in out and "/login?token=" in out
+    assert "Slack    on, Socket Mode" in out and "GitHub   off" in out
+    assert "worker   none reported" in out  # serve runs no worker; none runs for this test's queue
+    assert proc.returncode == 0 and "Handoff stopped." in out and "Traceback" not in out
