@@ -321,8 +321,10 @@ async def test_worker_start_removes_orphaned_containers(settings: Settings, sand
     )
     try:
         async with running_worker(settings):
+            # sparse: no inspect per listed container, which races with the removal (404).
             await wait_until(
-                lambda: not dclient.containers.list(all=True, filters={"id": str(orphan.id)}), timeout=10
+                lambda: not dclient.containers.list(all=True, sparse=True, filters={"id": str(orphan.id)}),
+                timeout=10,
             )
         # Another deployment's container on the same engine is left alone.
         assert dclient.containers.list(all=True, filters={"id": str(foreign.id)})
