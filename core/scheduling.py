@@ -1,14 +1,25 @@
 """Admission and queueing: concurrency caps, one active task per target, and FIFO promotion.
 
 A task may start when fewer than ``max_running`` tasks run overall, fewer than ``per_repo`` run on
-its repository, and no other task runs on its target (issue or pull request). Otherwise it goes to
-``waiting`` with its queue position, and is promoted (oldest first) when a slot frees. Decisions are
-serialised by an admission lock (one row every admission writes first), so two workers can never
-both take the last slot. A crashed run holds nothing: the reaper ends or
-requeues it once its heartbeat is stale, which frees its slot and its target.
+its repository, and no other task runs on its target (issue or pull request). Which tasks those
+are is decided by one walk (:func:`admit`): over the tasks that wait for a start — ``queued``, or
+``waiting`` for a slot — oldest first, each is admitted when its target is free and its repository
+and the whole deployment still have room. So every free slot is filled in one pass, starts follow
+creation order within a repository (and across repositories, skipping only tasks whose own
+repository or target is full), and a task created later never takes the slot of an older one.
+
+The walk runs when a job leases its task (admitted: it runs; not admitted: it waits, with its queue
+position) and whenever a slot may have freed (a run ended, the reaper's pass): admitted tasks that
+were ``waiting`` are queued at once, in the same transaction. Decisions are serialised by an
+admission lock (one row every admission writes first), so two workers can never both take the last
+slot. A crashed run holds nothing: the reaper ends or requeues it once its heartbeat is stale,
+which frees its slot and its target.
 """
 
 from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
 
 from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,6 +34,8 @@ from core.ports import Queue
 from core.states import TaskState
 
 ADMISSION_LOCK = "admission"
+# How many waiting tasks one walk looks at (oldest first); later ones wait for the next walk.
+WALK_LIMIT = 1000
 
 # Reasons a task waits; the prefix tells promotion it may retry.
 WAIT_LIMIT = "concurrency limit"
@@ -75,45 +88,95 @@ async def enqueue(session: AsyncSession, queue: Queue, task: Task, *, defer_s: f
     return gen
 
 
-async def _running(session: AsyncSession, *conditions: ColumnElement[bool]) -> int:
-    query = (
-        select(func.count()).select_from(Task).where(col(Task.state) == TaskState.running.value, *conditions)
-    )
-    return int((await session.execute(query)).scalar_one())
+@dataclass
+class Walk:
+    """The outcome of one admission walk."""
+
+    admitted: list[Task] = field(default_factory=list)
+    # Why each task looked at was not admitted.
+    refused: dict[str, str] = field(default_factory=dict)
+
+    def allows(self, task_id: str) -> bool:
+        """Whether ``task_id`` was admitted."""
+        return any(t.id == task_id for t in self.admitted)
 
 
-async def blocked_by(session: AsyncSession, task: Task, limits: ConcurrencyLimits) -> str | None:
-    """Why ``task`` cannot start now, or ``None`` when it may (call under the admission lock)."""
-    if task.target_key and await _running(
-        session, col(Task.target_key) == task.target_key, col(Task.id) != task.id
-    ):
-        return f"{WAIT_TARGET} {task.target_key}"
-    if await _running(session) >= limits.max_running:
-        return f"{WAIT_LIMIT} ({limits.max_running} running)"
-    if await _running(session, col(Task.repo) == task.repo) >= limits.per_repo:
-        return f"{WAIT_REPO} ({limits.per_repo} running on {task.repo})"
-    # First come, first served: an older task of this repository that is queued, or waiting for a
-    # slot (not for its target or an approval), goes first.
-    older = await session.execute(
-        select(func.count())
-        .select_from(Task)
-        .where(
-            col(Task.repo) == task.repo,
-            col(Task.id) != task.id,
-            col(Task.created_at) < task.created_at,
-            (col(Task.state) == TaskState.queued.value)
-            | (
-                (col(Task.state) == TaskState.waiting.value)
-                & (
-                    col(Task.state_reason).like(f"{WAIT_LIMIT}%")
-                    | col(Task.state_reason).like(f"{WAIT_REPO}%")
-                )
-            ),
+async def walk(session: AsyncSession, limits: ConcurrencyLimits) -> Walk:
+    """Which waiting-to-start tasks may run now (call under the admission lock)."""
+    running = (
+        await session.execute(
+            select(col(Task.repo), col(Task.target_key)).where(col(Task.state) == TaskState.running.value)
         )
+    ).all()
+    per_repo: Counter[str] = Counter(repo for repo, _ in running)
+    running_here = dict(per_repo)
+    targets = {target for _, target in running if target}
+    free = limits.max_running - len(running)
+    candidates = await session.execute(
+        select(Task)
+        .where((col(Task.state) == TaskState.queued.value) | _waiting_for_a_slot())
+        .order_by(col(Task.created_at), col(Task.id))
+        .limit(WALK_LIMIT)
     )
-    if int(older.scalar_one()):
-        return f"{WAIT_REPO} (older tasks of {task.repo} go first)"
-    return None
+    result = Walk()
+    for task in candidates.scalars():
+        if len(result.admitted) >= free:
+            result.refused[task.id] = f"{WAIT_LIMIT} ({limits.max_running} running)"
+        elif task.target_key and task.target_key in targets:
+            result.refused[task.id] = f"{WAIT_TARGET} {task.target_key}"
+        elif per_repo[task.repo] >= limits.per_repo:
+            if running_here.get(task.repo, 0) >= limits.per_repo:
+                result.refused[task.id] = f"{WAIT_REPO} ({limits.per_repo} running on {task.repo})"
+            else:
+                result.refused[task.id] = f"{WAIT_REPO} (older tasks of {task.repo} go first)"
+        else:
+            result.admitted.append(task)
+            per_repo[task.repo] += 1
+            if task.target_key:
+                targets.add(task.target_key)
+    return result
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What one admission did: why the task asked about may not start (``None``: it may), and
+    which waiting tasks it queued."""
+
+    reason: str | None
+    promoted: list[str]
+
+
+async def admit(
+    session: AsyncSession,
+    journal: Journal,
+    queue: Queue,
+    limits: ConcurrencyLimits,
+    task: Task | None = None,
+) -> Admission:
+    """Walk, queue the admitted tasks that were waiting, and say whether ``task`` may start.
+
+    Call under the admission lock.
+    """
+    result = await walk(session, limits)
+    promoted: list[str] = []
+    for admitted in result.admitted:
+        if admitted.state == TaskState.waiting.value and (task is None or admitted.id != task.id):
+            await journal.transition(session, admitted, TaskState.queued, reason="a slot is free")
+            await enqueue(session, queue, admitted)
+            promoted.append(admitted.id)
+    if promoted:
+        await _report_positions(session, journal)
+    if task is None or result.allows(task.id):
+        return Admission(None, promoted)
+    reason = result.refused.get(task.id, f"{WAIT_LIMIT} ({limits.max_running} running)")
+    return Admission(reason, promoted)
+
+
+async def promote_waiting(
+    session: AsyncSession, journal: Journal, queue: Queue, limits: ConcurrencyLimits
+) -> list[str]:
+    """Queue every waiting task that may start now; return their ids (call under the lock)."""
+    return (await admit(session, journal, queue, limits)).promoted
 
 
 async def queue_position(session: AsyncSession, task: Task) -> int:
@@ -126,54 +189,7 @@ async def queue_position(session: AsyncSession, task: Task) -> int:
     return int((await session.execute(query)).scalar_one()) + 1
 
 
-async def promote_waiting(
-    session: AsyncSession, journal: Journal, queue: Queue, limits: ConcurrencyLimits, *, batch: int = 50
-) -> list[str]:
-    """Queue the oldest waiting tasks that may start now; return their ids.
-
-    Call under the admission lock. Tasks counted here as promoted are not yet running, so the number
-    promoted is bounded by the free slots; the lease re-checks admission anyway.
-    """
-    free = limits.max_running - await _running(session)
-    if free <= 0:
-        return []
-    rows = await session.execute(
-        select(Task).where(_waiting_for_a_slot()).order_by(col(Task.created_at), col(Task.id)).limit(batch)
-    )
-    promoted: list[str] = []
-    repo_taken: dict[str, int] = {}
-    targets: set[str] = set()
-    queued_now = await session.execute(
-        select(col(Task.repo), col(Task.target_key)).where(col(Task.state) == TaskState.queued.value)
-    )
-    for repo, target in queued_now.all():
-        repo_taken[repo] = repo_taken.get(repo, 0) + 1
-        if target:
-            targets.add(target)
-    for task in rows.scalars():
-        if len(promoted) >= free:
-            break
-        if task.target_key and task.target_key in targets:
-            continue
-        if await blocked_by(session, task, limits) is not None:
-            continue
-        if (
-            await _running(session, col(Task.repo) == task.repo) + repo_taken.get(task.repo, 0)
-            >= limits.per_repo
-        ):
-            continue
-        await journal.transition(session, task, TaskState.queued, reason="a slot is free")
-        await enqueue(session, queue, task)
-        promoted.append(task.id)
-        repo_taken[task.repo] = repo_taken.get(task.repo, 0) + 1
-        if task.target_key:
-            targets.add(task.target_key)
-    if promoted:
-        await _report_positions(session, journal, batch)
-    return promoted
-
-
-async def _report_positions(session: AsyncSession, journal: Journal, limit: int) -> None:
+async def _report_positions(session: AsyncSession, journal: Journal, limit: int = 50) -> None:
     """Tell the tasks still waiting for a slot where they now stand (the queue moved)."""
     rows = await session.execute(
         select(Task).where(_waiting_for_a_slot()).order_by(col(Task.created_at), col(Task.id)).limit(limit)

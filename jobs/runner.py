@@ -22,7 +22,7 @@ from core.clock import utcnow
 from core.errors import QueueUnavailable
 from core.journal import StaleState
 from core.models import Run, Task
-from core.scheduling import admission_lock, blocked_by, enqueue, promote_waiting, queue_position
+from core.scheduling import admission_lock, admit, enqueue, promote_waiting, queue_position
 from core.states import RunOutcome, TaskState
 from jobs.context import WorkerContext
 from jobs.dependencies import describe
@@ -99,7 +99,9 @@ class Runner:
             if task.cancel_requested:
                 await journal.transition(session, task, TaskState.cancelled, reason="cancelled before start")
                 return TaskState.cancelled.value
-            reason = await blocked_by(session, task, self.wc.config.limits)
+            # One walk: this task, and every waiting task a free slot may take, admitted together.
+            admission = await admit(session, journal, self.wc.queue, self.wc.config.limits, task)
+            reason = admission.reason
             if reason is not None:
                 position = await queue_position(session, task)
                 await journal.transition(
