@@ -95,6 +95,7 @@ def reaction(channel: str, ts: str, name: str, delivery: str) -> OutboxMessage:
         CHANNEL,
         f"slack:react:{channel}:{ts}",
         "append",
-        {"op": "react", "channel": channel, "ts": ts, "name": name},
+        # An acknowledgement: sent ahead of other tasks' progress (its bucket is Slack's reactions).
+        {"op": "react", "channel": channel, "ts": ts, "name": name, "ack": True},
         idempotency_key=f"slack:react:{name}:{delivery}",
     )

@@ -33,7 +33,7 @@ from bot.reporter import CHANNEL, status_key
 from bot.store import Store
 from bot.view import load_view, log_tail
 from core.models import Outbox
-from core.outbox import Delivered, DeliveryContext, GiveUp, RateRule, RetryLater
+from core.outbox import Delivered, DeliveryContext, GiveUp, RateRule, RetryLater, is_ack
 from core.redact import Redactor
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,13 @@ class SlackNotifier:
     def rate_rules(self, row: Outbox) -> list[RateRule]:
         """One edit per second per message, one post per second per channel, Tier 3 for updates."""
         op = row.payload.get("op")
+        if op == "status" and is_ack(row) and row.payload.get("channel"):
+            # The first post of a status message acknowledges a request: it is a post to the
+            # channel, not one of the workspace's chat.update calls every running task shares.
+            return [
+                RateRule(f"slack:msg:{row.key}", self.message_interval_s, per_object=True),
+                RateRule(f"slack:channel:{row.payload['channel']}", CHANNEL_INTERVAL_S),
+            ]
         if op == "status":
             return [
                 RateRule(f"slack:msg:{row.key}", self.message_interval_s, per_object=True),

@@ -18,7 +18,7 @@ from typing import Any
 
 from bot import messages
 from core.models import EventType, RunEvent, Task, TaskSource
-from core.outbox import OutboxMessage
+from core.outbox import OutboxMessage, is_first
 from core.states import TaskState
 
 CHANNEL = "slack"
@@ -67,21 +67,17 @@ class SlackReporter:
             return []
         out: list[OutboxMessage] = []
         if event.type in STATUS_TYPES or (event.type == EventType.log.value and event.seq % LOG_EVERY == 0):
-            out.append(
-                OutboxMessage(
-                    CHANNEL,
-                    status_key(task.id),
-                    "upsert",
-                    {
-                        "op": "status",
-                        "task_id": task.id,
-                        "channel": home["channel"],
-                        "thread_ts": home.get("thread_ts"),
-                        "user": home.get("user"),
-                        "seq": event.seq,
-                    },
-                )
-            )
+            payload = {
+                "op": "status",
+                "task_id": task.id,
+                "channel": home["channel"],
+                "thread_ts": home.get("thread_ts"),
+                "user": home.get("user"),
+                "seq": event.seq,
+            }
+            if is_first(event):
+                payload["ack"] = True  # the status message's first post acknowledges the request
+            out.append(OutboxMessage(CHANNEL, status_key(task.id), "upsert", payload))
         if event.type == EventType.question.value:
             out.append(self._reply(task, event, home, "question", messages.question(event.data)))
         elif event.type == EventType.status.value:

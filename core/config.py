@@ -249,6 +249,12 @@ class OutboxConfig(BaseModel):
     github_object_interval_s: float = Field(default=2.0, ge=0, description="writes per GitHub object")
     slack_message_interval_s: float = Field(default=1.0, ge=0, description="chat.update per message")
     github_creates_per_minute: int = Field(default=80, ge=1, description="content creation per installation")
+    # Acknowledgements (the 👀, the queued check run) go first: every write of an installation
+    # spends from one budget of ``github_creates_per_minute``, and other writes leave the last
+    # ``github_ack_reserve`` of it to acknowledgements.
+    github_ack_reserve: int = Field(
+        default=5, ge=1, description="writes of the budget kept for acknowledgements"
+    )
     # Progress-only updates of one object (a new step, more output) go at most this often, which
     # is what keeps a chatty run cheap; state changes skip this and go at the platform's pace.
     progress_interval_s: dict[str, float] = Field(

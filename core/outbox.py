@@ -77,15 +77,32 @@ class DeliveryContext(Protocol):
 
 @dataclass(frozen=True)
 class RateRule:
-    """At most one write per ``interval_s`` for rows sharing ``bucket``.
+    """At most one write per ``interval_s`` for rows sharing ``bucket``, after a burst of ``burst``.
 
-    ``per_object`` marks the pacing of one remote object (a check run, a Slack message): an urgent
-    row (a state change) may skip it, never a rule that protects a whole installation or workspace.
+    A token bucket: ``burst`` writes may go at once, then one per ``interval_s`` (``burst=1`` is a
+    plain minimum gap); a rule with a ``reserve`` writes only while more than that many tokens are
+    left, which keeps them for rules without one (acknowledgements). ``per_object`` marks the
+    pacing of one remote object (a check run, a Slack message): an urgent row (a state change) may
+    skip it, never a rule that protects a whole installation or workspace.
     """
 
     bucket: str
     interval_s: float
     per_object: bool = False
+    burst: int = 1
+    reserve: int = 0
+
+
+def is_first(event: RunEvent) -> bool:
+    """Whether ``event`` is a task's very first (its ``queued`` or ``waiting`` status at creation):
+    reporters mark what it causes as acknowledgements (``payload["ack"]``)."""
+    return event.type == "status" and event.run_id is None and "from" not in event.data
+
+
+def is_ack(row: Outbox) -> bool:
+    """Whether ``row`` is the first feedback on a new request (a 👀, the queued check run, the
+    Slack status message): notifiers send those in a lane of their own, ahead of progress writes."""
+    return bool(row.payload.get("ack"))
 
 
 @dataclass

@@ -9,7 +9,9 @@
 * **Rate limits** — ``Retry-After`` / ``x-ratelimit-reset`` pause the whole installation in this
   process: calls during the pause fail fast instead of spending the budget again.
 * **Serialised writes** — mutating requests of one installation go one at a time, at least
-  ``write_interval_s`` apart (GitHub's secondary-limit guidance).
+  ``write_interval_s`` apart (GitHub's secondary-limit guidance). A write made in the
+  acknowledgement lane (:func:`ack_lane`: a 👀, the queued check run, paced by the outbox on its
+  own budget) still waits for the write in flight but not for that gap.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextvars import ContextVar
 from datetime import timedelta
 from typing import Any, TypeVar, cast
 
@@ -58,8 +61,22 @@ class _Gate:
     """One installation's write slot: one mutating request at a time, ``interval`` apart."""
 
     def __init__(self) -> None:
-        self.lock = asyncio.Lock()
-        self.last = float("-inf")
+        self.lock = asyncio.Lock()  # held by the write in flight
+        self.last = float("-inf")  # when the last write ended
+        self.acks_waiting = 0
+
+
+_ACK_LANE: ContextVar[bool] = ContextVar("handoff_github_ack_lane", default=False)
+
+
+@contextlib.contextmanager
+def ack_lane(on: bool = True) -> Iterator[None]:
+    """Writes made inside go in the acknowledgement lane (see the module docstring)."""
+    token = _ACK_LANE.set(on)
+    try:
+        yield
+    finally:
+        _ACK_LANE.reset(token)
 
 
 class GitHubClient:
@@ -161,18 +178,35 @@ class GitHubClient:
 
     @contextlib.asynccontextmanager
     async def _slot(self, installation_id: int | None, write: bool) -> AsyncIterator[None]:
+        """One write of the installation at a time; ``write_interval_s`` between writes, except
+        that an acknowledgement only waits for the write in flight (and goes before other waiters)."""
         if not write:
             yield
             return
         gate = self._gates.setdefault(installation_id, _Gate())
-        async with gate.lock:
-            wait = gate.last + self.write_interval_s - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
+        if _ACK_LANE.get():
+            gate.acks_waiting += 1
             try:
-                yield
+                await gate.lock.acquire()
             finally:
-                gate.last = time.monotonic()
+                gate.acks_waiting -= 1
+        else:
+            while True:
+                # Wait out the gap without holding the lock: an acknowledgement may go meanwhile.
+                wait = gate.last + self.write_interval_s - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                    continue
+                await gate.lock.acquire()
+                if not gate.acks_waiting and gate.last + self.write_interval_s <= time.monotonic():
+                    break
+                gate.lock.release()
+                await asyncio.sleep(0)  # let the acknowledgement (or a write that went first) have it
+        try:
+            yield
+        finally:
+            gate.last = time.monotonic()
+            gate.lock.release()
 
     def _map(self, exc: GitHubException, installation_id: int | None, write: bool) -> Exception:
         """Turn a githubkit exception into a :mod:`github_app.errors` one (and note pauses)."""

@@ -256,6 +256,7 @@ class Ingress:
             "comment_id": trigger.comment_id,
             "comment_kind": trigger.comment_kind if trigger.comment_id else "issue_itself",
             "content": "eyes",
+            "ack": True,  # the first feedback: its own lane, ahead of other tasks' progress
         }
         await self.send(OutboxMessage(CHANNEL, f"github:eyes:{self.delivery_id}", "append", payload))
 

@@ -128,9 +128,11 @@ def build_integration(
         svc.api,
         ViewLoader(svc.sessions, svc.task_url, patterns),
         check_name=svc.server.check_name,
-        # Content creation per installation (GitHub: <= 80/min) and edits per object, from outbox:.
+        # Content creation per installation (GitHub: <= 80/min), with a part kept for
+        # acknowledgements; edits per object. From handoff.yml's outbox:.
         write_interval_s=60.0 / services.config.outbox.github_creates_per_minute,
         edit_interval_s=services.config.outbox.github_object_interval_s,
+        ack_reserve=services.config.outbox.github_ack_reserve,
     )
     return Integration(
         name="github",

@@ -13,12 +13,14 @@ bucket with GitHub's delay, 5xx/timeouts → :class:`RetryLater` for the key, re
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 from core.models import Outbox
-from core.outbox import Delivered, DeliveryContext, GiveUp, RateRule, RetryLater
+from core.outbox import Delivered, DeliveryContext, GiveUp, RateRule, RetryLater, is_ack
 from github_app.api import MAX_ANNOTATIONS, GitHubAPI, marker
+from github_app.client import ack_lane
 from github_app.errors import GitHubRateLimited, GitHubRejected, GitHubUnavailable, InstallationRevoked
 from github_app.render import check_run, tracking_comment
 from github_app.reporter import CHANNEL
@@ -38,16 +40,30 @@ class GitHubNotifier:
         check_name: str = "Handoff",
         write_interval_s: float = 1.0,
         edit_interval_s: float = 2.0,
+        ack_reserve: int = 5,
     ) -> None:
         self.api = api
         self.views = views
         self.check_name = check_name
         self.write_interval_s = write_interval_s
         self.edit_interval_s = edit_interval_s
+        self.ack_reserve = ack_reserve
 
     def rate_rules(self, row: Outbox) -> list[RateRule]:
-        """Writes of one installation go ``write_interval_s`` apart; one object is edited at most every ``edit_interval_s``."""
-        rules = [RateRule(f"github:installation:{row.payload.get('installation_id')}", self.write_interval_s)]
+        """Writes of one installation spend from one budget (``write_interval_s`` each, a burst of
+        twice ``ack_reserve``): acknowledgements may use all of it, other writes leave them the last
+        ``ack_reserve`` and go ``write_interval_s`` apart; one object is edited at most every
+        ``edit_interval_s``. So a new request's 👀 never queues behind other tasks' progress."""
+        installation = row.payload.get("installation_id")
+        budget = RateRule(
+            f"github:installation:{installation}:budget", self.write_interval_s, burst=2 * self.ack_reserve
+        )
+        if is_ack(row):
+            return [budget]
+        rules = [
+            RateRule(f"github:installation:{installation}", self.write_interval_s),
+            replace(budget, reserve=self.ack_reserve),
+        ]
         if row.kind == "upsert":
             rules.append(RateRule(f"github:object:{row.key}", self.edit_interval_s, per_object=True))
         return rules
@@ -56,14 +72,8 @@ class GitHubNotifier:
         """Send ``row``; raise :class:`RetryLater` or :class:`GiveUp` as the contract says."""
         op = row.payload.get("op")
         try:
-            if op == "reaction":
-                return await self._reaction(row)
-            if op == "comment":
-                return await self._reply(row, ctx)
-            if op == "tracking":
-                return await self._tracking(row, ctx)
-            if op == "check":
-                return await self._check(row, ctx)
+            with ack_lane(is_ack(row)):
+                return await self._deliver(op, row, ctx)
         except GitHubRateLimited as exc:
             raise RetryLater(str(exc), exc.retry_after_s, scope="bucket") from exc
         except GitHubUnavailable as exc:
@@ -72,6 +82,16 @@ class GitHubNotifier:
             raise GiveUp(str(exc)) from exc
         except GitHubRejected as exc:
             raise GiveUp(str(exc)) from exc
+
+    async def _deliver(self, op: object, row: Outbox, ctx: DeliveryContext) -> Delivered:
+        if op == "reaction":
+            return await self._reaction(row)
+        if op == "comment":
+            return await self._reply(row, ctx)
+        if op == "tracking":
+            return await self._tracking(row, ctx)
+        if op == "check":
+            return await self._check(row, ctx)
         raise GiveUp(f"unknown github outbox op {op!r}")
 
     # -- ops ----------------------------------------------------------------------------------

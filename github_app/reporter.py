@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from core.models import EventType, RunEvent, Task
-from core.outbox import OutboxMessage
+from core.outbox import OutboxMessage, is_first
 
 CHANNEL = "github"
 # Log lines, tool calls and heartbeats change nothing the comment shows.
@@ -56,5 +56,7 @@ class GitHubReporter:
         messages = [OutboxMessage(CHANNEL, comment_key(task.id), "upsert", {**base, "op": "tracking"})]
         if gh.get("head_sha"):
             payload = {**base, "op": "check", "head_sha": gh["head_sha"]}
+            if is_first(event):
+                payload["ack"] = True  # the queued check run: an acknowledgement, in its own lane
             messages.append(OutboxMessage(CHANNEL, check_key(task.id), "upsert", payload))
         return messages

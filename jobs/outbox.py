@@ -1,7 +1,10 @@
 """The outbox sender: delivers notifications with coalescing, pacing, retries and a horizon.
 
 One sender delivers at a time across the cluster (a lease in the ``lock`` table, renewed each pass),
-so writes to one remote object are never concurrent and per-target pacing holds globally. Each pass:
+so writes to one remote object are never concurrent and per-target pacing holds globally. A pass
+starts deliveries and does not wait for them (a key with a delivery in flight is left for a later
+pass); acknowledgements — the first feedback on a request — go first, in lanes of their own. Each
+pass:
 
 1. reads due ``pending`` rows (oldest first);
 2. coalesces ``upsert`` rows per (channel, key): only the newest is sent, older ones become
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -35,8 +39,9 @@ from core.clock import utcnow
 from core.config import OutboxConfig
 from core.db import Sessions
 from core.models import ExternalRef, Lock, Outbox, OutboxState
-from core.outbox import GiveUp, Notifier, RateRule, RetryLater
+from core.outbox import GiveUp, Notifier, RateRule, RetryLater, is_ack
 from jobs.dependencies import describe
+from jobs.pacing import Pacing
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +89,8 @@ class OutboxSender:
         self.config = config or OutboxConfig()
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.refs = RefStore(sessions)
-        self._open_at: dict[str, float] = {}  # rate bucket -> loop time when the next write may go
+        self.pacing = Pacing()
+        self._inflight: dict[tuple[str, str], asyncio.Task[None]] = {}  # (channel, key) -> delivery
         self._sem = asyncio.Semaphore(concurrency)
         self._wake = asyncio.Event()
         self.delivered = 0
@@ -103,7 +109,7 @@ class OutboxSender:
         while not stop.is_set():
             try:
                 if await self.acquire_lease():
-                    await self.tick()
+                    await self.dispatch()
             except Exception as exc:
                 # The database is away (or a pass failed for another reason): back off, and say
                 # so every few seconds rather than at every poll.
@@ -124,6 +130,8 @@ class OutboxSender:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), pause)
             self._wake.clear()
+        # Let the writes in flight end (each records its outcome) before another sender may start.
+        await asyncio.gather(*self._inflight.values(), return_exceptions=True)
         await self.release_lease()
 
     async def acquire_lease(self) -> bool:
@@ -168,7 +176,17 @@ class OutboxSender:
                 )
 
     async def tick(self, limit: int = 500) -> int:
-        """One pass over due rows; return how many were delivered."""
+        """One pass over due rows, waiting for its deliveries; return how many were delivered."""
+        before = self.delivered
+        await asyncio.gather(*await self.dispatch(limit))
+        return self.delivered - before
+
+    async def dispatch(self, limit: int = 500) -> list[asyncio.Task[None]]:
+        """Start delivering the due rows of every key with no delivery in flight; return those starts.
+
+        A pass never waits for the writes it started: a write held by its target's pacing must not
+        delay the next pass, which may bring an acknowledgement that goes in a lane of its own.
+        """
         now = utcnow()
         async with self.sessions() as session:
             rows = list(
@@ -183,11 +201,12 @@ class OutboxSender:
                     )
                 ).scalars()
             )
-        if not rows:
-            return 0
         groups: dict[tuple[str, str], list[Outbox]] = {}
         for row in rows:
-            groups.setdefault((row.channel, row.key), []).append(row)
+            if (row.channel, row.key) not in self._inflight:  # one write at a time per object
+                groups.setdefault((row.channel, row.key), []).append(row)
+        if not groups:
+            return []
         superseded: list[int] = []
         work: list[list[Outbox]] = []
         for group in groups.values():
@@ -195,11 +214,16 @@ class OutboxSender:
             if upserts:
                 *older, newest = upserts
                 superseded.extend(r.id for r in older if r.id is not None)
-                # A state change folded into a later progress update keeps its urgency.
+                # A state change folded into a later progress update keeps its urgency, and the
+                # first feedback on a request (the object does not exist yet) stays an acknowledgement.
                 newest.urgent = newest.urgent or any(r.urgent for r in older)
+                if any(is_ack(r) for r in older) and not is_ack(newest):
+                    newest.payload = {**newest.payload, "ack": True}
                 # Keep the group's order: appends before the newest upsert stay before it.
                 group = [r for r in group if r.kind != "upsert" or r is newest]
             work.append(group)
+        # Acknowledgements first: they have lanes of their own, and go ahead of every other write.
+        work.sort(key=lambda g: not any(is_ack(r) for r in g))
         if superseded:
             async with self.sessions.begin() as session:
                 await session.execute(
@@ -207,9 +231,17 @@ class OutboxSender:
                     .where(col(Outbox.id).in_(superseded), col(Outbox.state) == OutboxState.pending.value)
                     .values(state=OutboxState.superseded.value)
                 )
-        before = self.delivered
-        await asyncio.gather(*(self._deliver_group(group) for group in work))
-        return self.delivered - before
+        started = []
+        for group in work:
+            key = (group[0].channel, group[0].key)
+            task = asyncio.create_task(self._deliver_group(group), name=f"outbox-{key[1]}")
+            self._inflight[key] = task
+            task.add_done_callback(functools.partial(self._landed, key))
+            started.append(task)
+        return started
+
+    def _landed(self, key: tuple[str, str], _task: asyncio.Task[None]) -> None:
+        self._inflight.pop(key, None)
 
     async def _deliver_group(self, group: list[Outbox]) -> None:
         # Rows of one key go in order; stop at the first that cannot go now.
@@ -224,10 +256,9 @@ class OutboxSender:
             return False
         loop = asyncio.get_running_loop()
         rules = self._rules(notifier, row)
-        if any(self._open_at.get(rule.bucket, 0.0) > loop.time() for rule in rules):
+        if not self.pacing.ready(rules, loop.time()):
             return False  # paced: the row stays pending and is looked at again next pass
-        for rule in rules:
-            self._open_at[rule.bucket] = loop.time() + rule.interval_s
+        self.pacing.take(rules, loop.time())
         async with self._sem:
             try:
                 await notifier.deliver(row, self.refs)
@@ -255,7 +286,7 @@ class OutboxSender:
         if row.kind == "upsert" and progress > 0:
             bucket = f"progress:{row.channel}:{row.key}"
             if row.urgent:
-                self._open_at.pop(bucket, None)
+                self.pacing.reset(bucket)
             rules.append(RateRule(bucket, progress))
         return rules
 
@@ -270,8 +301,7 @@ class OutboxSender:
         loop = asyncio.get_running_loop()
         if exc.scope != "key":
             # The target paused a whole installation or channel: hold every row of those buckets.
-            for rule in rules:
-                self._open_at[rule.bucket] = max(self._open_at.get(rule.bucket, 0.0), loop.time() + delay)
+            self.pacing.hold(rules, loop.time() + delay)
         async with self.sessions.begin() as session:
             await session.execute(
                 update(Outbox)
