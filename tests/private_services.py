@@ -112,24 +112,25 @@ class PrivatePostgres:
         self._ctl("-m", "immediate", "stop")
 
 
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    """A Redis of this test's own, which the test may stop and start."""
-    directory = tmp_path / "redis"
-    directory.mkdir()
+@contextlib.contextmanager
+def redis_server(directory: Path) -> Iterator[PrivateRedis]:
+    """A private ``redis-server`` (data in ``directory``), stopped on exit."""
+    directory.mkdir(parents=True, exist_ok=True)
     server = PrivateRedis(free_port(), directory)
     server.start()
-    yield server
-    with contextlib.suppress(Exception):
-        server.stop()
+    try:
+        yield server
+    finally:
+        with contextlib.suppress(Exception):
+            server.stop()
 
 
-@pytest.fixture
-def private_postgres() -> Iterator[PrivatePostgres]:
-    """A migrated PostgreSQL cluster of this test's own, which the test may stop and start."""
+@contextlib.contextmanager
+def postgres_server(migrate: bool = True) -> Iterator[PrivatePostgres]:
+    """A private PostgreSQL cluster (migrated ``postgres`` database), stopped and removed on exit."""
     bins = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
     if not bins:
-        pytest.skip("PostgreSQL server binaries are not installed")
+        raise RuntimeError("PostgreSQL server binaries are not installed")
     # pytest's tmp dirs are private to root; the postgres user needs a directory of its own.
     root = Path(tempfile.mkdtemp(prefix="handoff-pg-"))
     root.chmod(0o755)
@@ -140,10 +141,29 @@ def private_postgres() -> Iterator[PrivatePostgres]:
     subprocess.run([*as_pg, *initdb, "-E", "UTF8", "--locale=C"], check=True, capture_output=True)
     server = PrivatePostgres(bins[-1], root, free_port(), as_pg)
     server.start()
-    from web.migrate import upgrade
+    try:
+        if migrate:
+            from web.migrate import upgrade
 
-    upgrade(server.url)
-    yield server
-    with contextlib.suppress(Exception):
-        server.stop()
-    shutil.rmtree(root, ignore_errors=True)
+            upgrade(server.url)
+        yield server
+    finally:
+        with contextlib.suppress(Exception):
+            server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    """A Redis of this test's own, which the test may stop and start."""
+    with redis_server(tmp_path / "redis") as server:
+        yield server
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """A migrated PostgreSQL cluster of this test's own, which the test may stop and start."""
+    if not sorted(Path("/usr/lib/postgresql").glob("*/bin")):
+        pytest.skip("PostgreSQL server binaries are not installed")
+    with postgres_server() as server:
+        yield server

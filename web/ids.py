@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Query
 from sqlalchemy import select
 from sqlmodel import col
 
+from core.inputs import SafeText
 from core.models import Task
 from web.deps import ServicesDep, require_token
 
@@ -17,7 +18,7 @@ router = APIRouter(prefix="/api", dependencies=[Depends(require_token)], tags=["
 @router.get("/task-ids")
 async def task_ids(
     svc: ServicesDep,
-    prefix: Annotated[str, Query(min_length=1, max_length=40, description="the start of a task id")],
+    prefix: Annotated[SafeText, Query(min_length=1, max_length=40, description="the start of a task id")],
     limit: Annotated[int, Query(ge=1, le=20)] = 5,
 ) -> dict[str, list[str]]:
     """Up to ``limit`` task ids starting with ``prefix`` (``_`` and ``%`` match only themselves)."""
