@@ -66,6 +66,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import Server, pct
 from bot.notifier import CHANNEL_INTERVAL_S, MESSAGE_INTERVAL_S, UPDATE_INTERVAL_S
 from core.clock import utcnow
+from core.links import TaskLinks
 from core.models import EventType, ExternalRef, Outbox, Run, RunEvent, Task
 from core.settings import Settings, load_settings
 from core.states import RunOutcome, TaskState
@@ -401,7 +402,7 @@ async def drive_run(wc: WorkerContext, task_id: str, events: int, seconds: float
                 "branch": f"handoff/{task_id}",
                 "summary": "Split core.py; tests pass.",
                 "pr_url": pr_url,
-                "links": {**fresh.links, "pr_url": pr_url, "pr_number": 101},
+                "links": TaskLinks.of(fresh).with_(pr_url=pr_url, pr_number=101).dump(),
                 "cancel_requested": False,
             },
         )

@@ -20,6 +20,7 @@ from bot.config import SlackConfig
 from bot.store import Store
 from core.commands import Command, Ignore, Mention, Registry
 from core.handlers import CommandContext, handle
+from core.links import SlackLinks, TaskLinks
 from core.models import Task, TaskSource
 from core.settings import Settings
 from core.tasks import TaskService
@@ -132,7 +133,7 @@ class Intake:
                 )
             return await self._steer(task, user, channel, head, delivery)
         repo, instructions = await self._repo_and_text(text, channel, user, trailing=False)
-        where = {"team": body.get("team_id"), "channel": channel, "user": user, "kind": "command"}
+        where = SlackLinks(team=body.get("team_id"), channel=channel, user=user, kind="command")
         answer = await self._start(
             user, channel, repo, instructions, delivery, f"slack:{channel}:{delivery}", where
         )
@@ -197,12 +198,12 @@ class Intake:
         instructions: str,
         delivery: str,
         target: str,
-        where: dict[str, Any],
+        where: SlackLinks,
     ) -> Answer:
         actor = self.access.identity(user)
         audit = {"slack_user": user, "channel": channel, "repo": repo}
         if repo is None:
-            if where.get("kind") == "dm":
+            if where.kind == "dm":
                 reason = "no repository named: start with `owner/repo` or end with `in owner/repo`"
             else:
                 reason = (
@@ -227,21 +228,21 @@ class Intake:
             repo=repo,
             can_write=True,
             is_admin=self.access.is_admin(user),
-            links={"slack": {**where, "allowed_because": decision.reason}, **self._repo_links(repo)},
+            links=self._links(where.model_copy(update={"allowed_because": decision.reason}), repo),
             context={"slack_user": user, "allowed_because": decision.reason},
             task_source=TaskSource.slack.value,
         )
         reply = await handle(mention, CommandContext(self.tasks, self.registry))
         if isinstance(reply, Ignore):
             return SILENT
-        if reply.task_id and where.get("thread_ts"):
-            await self.store.index_thread(channel, str(where["thread_ts"]), reply.task_id)
+        if reply.task_id and where.thread_ts:
+            await self.store.index_thread(channel, where.thread_ts, reply.task_id)
         return answers.from_reply(reply)
 
-    def _repo_links(self, repo: str) -> dict[str, Any]:
+    def _links(self, slack: SlackLinks, repo: str) -> TaskLinks:
         if not is_repo_name(repo):
-            return {}  # a path or URL from a config binding is cloned as it is
-        return {"clone_url": f"{self.settings.github_git_url.rstrip('/')}/{repo}.git"}
+            return TaskLinks(slack=slack)  # a path or URL from a config binding is cloned as it is
+        return TaskLinks(slack=slack, clone_url=f"{self.settings.github_git_url.rstrip('/')}/{repo}.git")
 
     async def _addressed(
         self, event: dict[str, Any], delivery: str, bot_user_id: str | None, *, dm: bool
@@ -265,8 +266,14 @@ class Intake:
             answer = await self._my_tasks(user)
         else:
             repo, instructions = await self._repo_and_text(text, None if dm else channel, user, trailing=True)
-            where = {"team": event.get("team"), "channel": channel, "thread_ts": thread, "message_ts": ts}
-            where |= {"user": user, "kind": "dm" if dm else "mention"}
+            where = SlackLinks(
+                team=event.get("team"),
+                channel=channel,
+                thread_ts=thread,
+                message_ts=ts,
+                user=user,
+                kind="dm" if dm else "mention",
+            )
             answer = await self._start(
                 user, channel, repo, instructions, delivery, f"slack:{channel}:{thread}", where
             )
@@ -310,7 +317,7 @@ class Intake:
             repo=task.repo,
             can_write=decision.allowed,
             is_admin=self.access.is_admin(user),
-            links=dict(task.links),
+            links=TaskLinks.of(task),
             context={"slack_user": user, "channel": channel},
             task_source=TaskSource.slack.value,
         )

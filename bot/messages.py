@@ -18,6 +18,7 @@ from bot.blocks import (
     sections,
 )
 from bot.view import TaskView
+from core.links import SlackLinks
 from core.models import Task
 from core.states import TaskState
 
@@ -82,9 +83,9 @@ def _facts(view: TaskView) -> str:
         facts.append(f"Tokens: {view.tokens_in:,} in / {view.tokens_out:,} out")
     if view.cost_usd:
         facts.append(f"Cost: ${view.cost_usd:.4f}")
-    slack = task.links.get("slack") or {}
-    if slack.get("user"):
-        facts.append(f"Requested by <@{slack['user']}>")
+    slack = SlackLinks.of(task)
+    if slack is not None and slack.user:
+        facts.append(f"Requested by <@{slack.user}>")
     elif task.requester:
         facts.append(f"Requested by {escape(task.requester)}")
     return " · ".join(facts)

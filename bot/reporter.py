@@ -14,9 +14,9 @@ Per task with a Slack home (started in Slack, or announced in the channel bound 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from bot import messages
+from core.links import SlackLinks
 from core.models import EventType, RunEvent, Task, TaskSource
 from core.outbox import OutboxMessage, is_first
 from core.states import TaskState
@@ -49,15 +49,15 @@ class SlackReporter:
         # repo -> channel to announce tasks started elsewhere in (``None``: announcements off).
         self.announce_channel = announce_channel
 
-    def home(self, task: Task) -> dict[str, Any] | None:
+    def home(self, task: Task) -> SlackLinks | None:
         """Where the task's thread lives: its Slack origin, or an announcement channel."""
-        slack = task.links.get("slack")
-        if isinstance(slack, dict) and slack.get("channel"):
+        slack = SlackLinks.of(task)
+        if slack is not None and slack.channel:
             return slack
         if task.source != TaskSource.slack.value and self.announce_channel is not None:
             channel = self.announce_channel(task.repo)
             if channel:
-                return {"channel": channel, "thread_ts": None, "kind": "announce"}
+                return SlackLinks(channel=channel, thread_ts=None, kind="announce")
         return None
 
     def messages(self, task: Task, event: RunEvent) -> list[OutboxMessage]:
@@ -70,9 +70,9 @@ class SlackReporter:
             payload = {
                 "op": "status",
                 "task_id": task.id,
-                "channel": home["channel"],
-                "thread_ts": home.get("thread_ts"),
-                "user": home.get("user"),
+                "channel": home.channel,
+                "thread_ts": home.thread_ts,
+                "user": home.user,
                 "seq": event.seq,
             }
             if is_first(event):
@@ -84,7 +84,7 @@ class SlackReporter:
             out.extend(self._milestones(task, event, home))
         return out
 
-    def _milestones(self, task: Task, event: RunEvent, home: dict[str, Any]) -> list[OutboxMessage]:
+    def _milestones(self, task: Task, event: RunEvent, home: SlackLinks) -> list[OutboxMessage]:
         data = event.data
         try:
             state = TaskState(data.get("state", ""))
@@ -112,7 +112,7 @@ class SlackReporter:
                 log_tail=LOG_TAIL_ON_FAILURE if failed else 0,
             )
         )
-        if home.get("message_ts"):
+        if home.message_ts:
             out.append(
                 OutboxMessage(
                     CHANNEL,
@@ -120,8 +120,8 @@ class SlackReporter:
                     "append",
                     {
                         "op": "react",
-                        "channel": home["channel"],
-                        "ts": home["message_ts"],
+                        "channel": home.channel,
+                        "ts": home.message_ts,
                         "name": "white_check_mark" if state is TaskState.succeeded else "x",
                     },
                     idempotency_key=f"slack:{task.id}:{event.seq}:react",
@@ -133,7 +133,7 @@ class SlackReporter:
         self,
         task: Task,
         event: RunEvent,
-        home: dict[str, Any],
+        home: SlackLinks,
         what: str,
         text: str,
         *,
@@ -147,8 +147,8 @@ class SlackReporter:
             {
                 "op": "reply",
                 "task_id": task.id,
-                "channel": home["channel"],
-                "thread_ts": home.get("thread_ts"),
+                "channel": home.channel,
+                "thread_ts": home.thread_ts,
                 "text": text,
                 "broadcast": broadcast,
                 "log_tail": log_tail,

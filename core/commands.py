@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from core.links import TaskLinks
+
 
 class Who(StrEnum):
     """Who may use a command."""
@@ -37,7 +39,7 @@ class Mention:
     repo: str | None = None
     can_write: bool = False
     is_admin: bool = False
-    links: dict[str, Any] = field(default_factory=dict)
+    links: TaskLinks = field(default_factory=TaskLinks)
     context: dict[str, Any] = field(default_factory=dict)
     # GitHub issue title/body and the like, written by someone who may not be trusted.
     untrusted: bool = False

@@ -12,6 +12,7 @@ from typing import Any
 
 from core.commands import Command, Ignore, Mention, Registry, Reply, Who, allowed
 from core.errors import InvalidTransition, NotFound
+from core.links import FollowUpContext, TaskLinks
 from core.models import Task, TaskSource
 from core.scheduling import WAIT_QUESTION
 from core.states import TaskState
@@ -82,12 +83,11 @@ def build_registry() -> Registry:
                     ok=False,
                 )
             delivery = f"{mention.source}:{mention.delivery_id}"
-            done = [*existing.followups, *existing.links.get("followups_done", [])]
-            if any((f.get("context") or {}).get("delivery") == delivery for f in done):
+            history = TaskLinks.of(existing).followup_history(existing.followups)
+            if any(f.context.delivery == delivery for f in history):
                 return Reply(f"Already noted on task `{existing.id}`.", existing.id)
-            await ctx.tasks.follow_up(
-                existing.id, text, mention.author, {**mention.context, "delivery": delivery}
-            )
+            context = FollowUpContext.model_validate({**mention.context, "delivery": delivery})
+            await ctx.tasks.follow_up(existing.id, text, mention.author, context)
             waiting_answer = (existing.state_reason or "").startswith(WAIT_QUESTION)
             when = "now" if TaskState(existing.state).terminal or waiting_answer else "after the current run"
             return Reply(f"Got it — I'll work on this follow-up {when} on task `{existing.id}`.", existing.id)
@@ -106,13 +106,12 @@ def build_registry() -> Registry:
                 requester=mention.author,
                 dedupe_key=f"{mention.source}:{mention.delivery_id}",
                 target_key=mention.target_key,
-                links={
-                    **mention.links,
+                links=mention.links.with_(
                     **({"options": cmd.options} if cmd.options else {}),
                     # Text from outside the repository's writers is marked as data in the prompt,
                     # approved or not: approval lets the request run, it does not vouch for it.
                     **({"untrusted": True} if mention.untrusted or not mention.can_write else {}),
-                },
+                ),
                 # Budgets the ingress allows for this request (e.g. a repository's bounded .handoff.yml).
                 budget=dict(mention.context.get("budget") or {}),
                 needs_approval=not mention.can_write,

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from core.config import Limits
+from core.links import PullRequestLink
+from core.models import Run, Task
 
 
 class Queue(Protocol):
@@ -203,7 +205,7 @@ class Reporter(Protocol):
 class GitCredentials(Protocol):
     """Supplies the git auth header for a task's repository (e.g. a GitHub installation token)."""
 
-    async def auth_header(self, task: Any) -> str | None:
+    async def auth_header(self, task: Task) -> str | None:
         """``http.extraheader`` value for clone and push, or ``None`` for no auth."""
         ...
 
@@ -211,8 +213,10 @@ class GitCredentials(Protocol):
 class PostPush(Protocol):
     """Runs on the host after a run pushed its branch (e.g. open or update the pull request)."""
 
-    async def after_push(self, task: Any, run: Any, push: PushResult, summary: str | None) -> dict[str, Any]:
-        """Return link updates to store on the task (``pr_url``, ``pr_number``...)."""
+    async def after_push(
+        self, task: Task, run: Run, push: PushResult, summary: str | None
+    ) -> PullRequestLink | None:
+        """The pull request opened or updated for the push, if this hook opens one."""
         ...
 
 

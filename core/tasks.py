@@ -23,6 +23,7 @@ from core.db import Sessions
 from core.errors import InvalidTransition, NotFound
 from core.inputs import check_text, text_problem
 from core.journal import Journal
+from core.links import FollowUp, FollowUpContext, TaskLinks
 from core.models import AuditEntry, EventType, Run, Task, TaskSource
 from core.ports import Queue
 from core.scheduling import WAIT_APPROVAL, WAIT_QUESTION, enqueue
@@ -41,7 +42,7 @@ class NewTask:
     requester: str | None = None
     dedupe_key: str | None = None
     target_key: str | None = None
-    links: dict[str, Any] = field(default_factory=dict)
+    links: TaskLinks = field(default_factory=TaskLinks)
     budget: dict[str, Any] = field(default_factory=dict)
     # An outsider's request: it waits until a maintainer approves it.
     needs_approval: bool = False
@@ -93,7 +94,7 @@ class TaskService:
             agent=agent,
             dedupe_key=new.dedupe_key,
             target_key=new.target_key,
-            links=dict(new.links),
+            links=new.links.dump(),
             budget=dict(new.budget),
             max_attempts=self.config.limits.max_attempts,
         )
@@ -252,7 +253,7 @@ class TaskService:
         return task
 
     async def follow_up(
-        self, task_id: str, text: str, actor: str, context: dict[str, Any] | None = None
+        self, task_id: str, text: str, actor: str, context: FollowUpContext | None = None
     ) -> Task:
         """Add instructions to a task: run them after the current run, or now on the same branch.
 
@@ -262,8 +263,8 @@ class TaskService:
         check_text("text", text)
         async with self.sessions.begin() as session:
             task = await self._locked(session, task_id)
-            entry = {"text": text, "author": actor, "context": context or {}}
-            task.followups = [*task.followups, entry]
+            entry = FollowUp(text=text, author=actor, context=context or FollowUpContext())
+            task.followups = [*task.followups, entry.dump()]
             await session.flush()
             session.add(AuditEntry(actor=actor, action="follow_up", decision="allowed", task_id=task_id))
             answered = task.state == TaskState.waiting.value and (task.state_reason or "").startswith(

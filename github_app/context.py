@@ -10,13 +10,14 @@ command logic of ``core.handlers``; replies and reactions go out through the out
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from core.clock import utcnow
 from core.commands import Command, Mention, Registry, Reply
 from core.errors import InvalidTransition, NotFound
 from core.handlers import CommandContext, handle
+from core.links import GitHubLinks, PullRequestInfo, RepoSettings, ReviewComment, TaskLinks
 from core.models import Outbox, Task, TaskSource
 from core.outbox import OutboxMessage
 from core.states import TaskState
@@ -39,7 +40,7 @@ class Target:
     default_branch: str = "main"
     url: str = ""
     # Pull requests: head sha/ref, base ref, and the fork it comes from (if any).
-    pr: dict[str, Any] | None = None
+    pr: PullRequestInfo | None = None
 
     @property
     def key(self) -> str:
@@ -58,7 +59,8 @@ class Trigger:
     comment_id: int | None = None
     # "issue" (conversation comment), "review" (line comment) or None (react on the issue itself).
     comment_kind: str | None = "issue"
-    context: dict[str, Any] = field(default_factory=dict)
+    # A review comment: where in the diff it was made.
+    review: ReviewComment | None = None
     untrusted: bool = False
     # Label/assignment: the issue text is the instructions, never parsed as a command.
     force_work: bool = False
@@ -95,6 +97,7 @@ class Ingress:
             data={"delivery": self.delivery_id, "trigger": trigger.kind, "target": target.key},
         )
         target_key, on_handoff_pr = await self.target_key(target)
+        review = trigger.review.model_dump(exclude_none=True) if trigger.review else {}
         mention = Mention(
             source="github",
             author=trigger.author,
@@ -104,7 +107,7 @@ class Ingress:
             repo=target.repo,
             can_write=writer,
             is_admin=role == "admin",
-            context={**trigger.context, "on_handoff_pr": on_handoff_pr} if on_handoff_pr else trigger.context,
+            context={**review, "on_handoff_pr": on_handoff_pr} if on_handoff_pr else review,
             untrusted=trigger.untrusted,
             task_source=trigger.source.value,
         )
@@ -140,8 +143,8 @@ class Ingress:
             options["agent"] = config.agent
         if config.model and "model" not in options:
             options["model"] = config.model
-        pr = target.pr or {}
-        if pr.get("fork") and not svc.server.fork_pull_requests:
+        pr = target.pr
+        if pr is not None and pr.fork and not svc.server.fork_pull_requests:
             return Reply(
                 "This pull request comes from a fork. Working on it would push the fork's commits into "
                 f"{target.repo} as a `handoff/` branch, where this repository's workflows run on them, so "
@@ -150,36 +153,38 @@ class Ingress:
             )
         if target.is_pr and "base" not in options:
             # Work on top of the pull request; a fork's head is only reachable as refs/pull/N/head.
-            options["base"] = f"refs/pull/{target.number}/head" if pr.get("fork") else pr.get("head_ref", "")
-            if not options["base"]:
-                del options["base"]
-        head_sha = pr.get("head_sha") or await svc.api.branch_sha(
+            base = "" if pr is None else f"refs/pull/{target.number}/head" if pr.fork else pr.head_ref
+            if base:
+                options["base"] = base
+        head_sha = (pr.head_sha if pr is not None else "") or await svc.api.branch_sha(
             target.installation_id, target.repo, target.default_branch
         )
-        github = {
-            "installation_id": target.installation_id,
-            "repo": target.repo,
-            "number": target.number,
-            "is_pr": target.is_pr,
-            "default_branch": target.default_branch,
-            "head_sha": head_sha,
-            "trigger": trigger.kind,
-            "comment_id": trigger.comment_id,
-            "comment_kind": trigger.comment_kind,
-            "pr": pr or None,
-            "config": config.model_dump(exclude={"notes", "trigger_label"}, exclude_none=True),
-            "config_notes": config.notes,
-        }
+        github = GitHubLinks(
+            installation_id=target.installation_id,
+            repo=target.repo,
+            number=target.number,
+            is_pr=target.is_pr,
+            default_branch=target.default_branch,
+            head_sha=head_sha,
+            trigger=trigger.kind,
+            comment_id=trigger.comment_id,
+            comment_kind=trigger.comment_kind,
+            pr=pr,
+            config=RepoSettings.model_validate(
+                config.model_dump(exclude={"notes", "trigger_label"}, exclude_none=True)
+            ),
+            config_notes=config.notes,
+        )
         mention = replace(
             cmd.mention,
-            links={"clone_url": svc.clone_url(target.repo), "url": target.url, "github": github},
+            links=TaskLinks(clone_url=svc.clone_url(target.repo), url=target.url, github=github),
             context={**cmd.mention.context, "budget": config.budget}
             if config.budget
             else cmd.mention.context,
         )
         text = cmd.rest
-        if trigger.context.get("path"):
-            text = review_context(trigger.context) + text
+        if trigger.review is not None:
+            text = trigger.review.preamble() + text
         spec = svc.registry.get(Registry.WORK)
         try:
             reply = await spec.handler(Command(Registry.WORK, [text], mention, options), self.commands)
@@ -210,11 +215,11 @@ class Ingress:
 
     async def handoff_pr_task(self, target: Target) -> Task | None:
         """The task whose pull request ``target`` is, if Handoff opened it."""
-        pr = target.pr or {}
-        head = pr.get("head_ref") or ""
+        pr = target.pr or PullRequestInfo()
+        head = pr.head_ref
         # Only a head branch in the repository itself names a task: anyone can open a pull
         # request from a fork whose branch is called `handoff/<some task id>`.
-        own = head.startswith("handoff/") and not pr.get("fork")
+        own = head.startswith("handoff/") and not pr.fork
         task_id = head.removeprefix("handoff/") if own else None
         if task_id is None:
             async with self.svc.sessions() as session:
@@ -288,11 +293,3 @@ class Ingress:
         }
         async with self.svc.sessions.begin() as session:
             await insert_ignore(session, Outbox, [row], ["idempotency_key"])
-
-
-def review_context(context: dict[str, Any]) -> str:
-    """The file, line and diff hunk a review comment was made on, as a preamble for the agent."""
-    where = f"`{context['path']}`" + (f" line {context['line']}" if context.get("line") else "")
-    hunk = str(context.get("diff_hunk") or "")[-4000:]
-    fenced = f"\n```diff\n{hunk}\n```" if hunk else ""
-    return f"Review comment on {where}:{fenced}\n\n"

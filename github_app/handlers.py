@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlmodel import col
 
 from core.errors import NotFound
+from core.links import GitHubLinks, PullRequestInfo, ReviewComment
 from core.models import Task, TaskSource
 from core.states import TERMINAL
 from github_app.api import MARKER
@@ -51,7 +52,7 @@ def _review_comment_screen(ev: ReviewCommentEvent, s: Screening) -> str | None:
         return "sent by a bot"
     repo = ev.repository.full_name if ev.repository else ""
     # Only a task branch in the repository itself makes a comment a follow-up without a command.
-    on_ours = ev.pull_request.head.ref.startswith("handoff/") and not pr_info(ev.pull_request, repo)["fork"]
+    on_ours = ev.pull_request.head.ref.startswith("handoff/") and not pr_info(ev.pull_request, repo).fork
     return None if on_ours or s.addressed(ev.comment.body) is not None else "not addressed to Handoff"
 
 
@@ -74,7 +75,7 @@ def _assigned_to_us(ev: IssuesEvent, s: Screening) -> str | None:
     return None if login and login in (s.bot_login, s.slug) else "assigned to someone else"
 
 
-def _target(ev: Envelope, number: int, is_pr: bool, url: str, pr: dict[str, Any] | None = None) -> Target:
+def _target(ev: Envelope, number: int, is_pr: bool, url: str, pr: PullRequestInfo | None = None) -> Target:
     assert ev.repository is not None and ev.installation is not None
     return Target(
         installation_id=ev.installation.id,
@@ -87,19 +88,19 @@ def _target(ev: Envelope, number: int, is_pr: bool, url: str, pr: dict[str, Any]
     )
 
 
-def pr_info(pr: PullRequest | dict[str, Any], repo: str) -> dict[str, Any]:
+def pr_info(pr: PullRequest | dict[str, Any], repo: str) -> PullRequestInfo:
     """Head sha/ref, base ref and fork of a pull request (payload model or API dict)."""
     data = pr.model_dump() if isinstance(pr, PullRequest) else pr
     head, base = data.get("head") or {}, data.get("base") or {}
     head_repo = (head.get("repo") or {}).get("full_name")
-    return {
-        "head_sha": head.get("sha", ""),
-        "head_ref": head.get("ref", ""),
-        "base_ref": base.get("ref", ""),
+    return PullRequestInfo(
+        head_sha=head.get("sha", ""),
+        head_ref=head.get("ref", ""),
+        base_ref=base.get("ref", ""),
         # A head repository GitHub no longer knows (a deleted fork) is someone else's too.
-        "fork": not head_repo or str(head_repo).lower() != repo.lower(),
-        "head_repo": head_repo or "",
-    }
+        fork=not head_repo or str(head_repo).lower() != repo.lower(),
+        head_repo=head_repo or "",
+    )
 
 
 async def _issue_text(ix: Ingress, ev: IssuesEvent, target: Target) -> str:
@@ -126,9 +127,9 @@ async def _active(ix: Ingress, predicate: Any) -> list[Task]:
         return [t for t in rows.scalars() if predicate(t)]
 
 
-def _gh(task: Task) -> dict[str, Any]:
-    github = task.links.get("github")
-    return github if isinstance(github, dict) else {}
+def _installation(task: Task) -> int | None:
+    gh = GitHubLinks.of(task)
+    return gh.installation_id if gh is not None else None
 
 
 def build_event_registry() -> EventRegistry:
@@ -180,13 +181,17 @@ def build_event_registry() -> EventRegistry:
         )
         body = ev.comment.body or ""
         text = command_text(body, ix.svc.screening.slug)
-        context = {
-            "path": ev.comment.path,
-            "line": ev.comment.line or ev.comment.original_line,
-            "diff_hunk": ev.comment.diff_hunk,
-            "commit_id": ev.comment.commit_id,
-            "comment_url": ev.comment.html_url,
-        }
+        review = (
+            ReviewComment(
+                path=ev.comment.path,
+                line=ev.comment.line or ev.comment.original_line,
+                diff_hunk=ev.comment.diff_hunk,
+                commit_id=ev.comment.commit_id,
+                comment_url=ev.comment.html_url,
+            )
+            if ev.comment.path
+            else None
+        )
         trigger = Trigger(
             author=ev.comment.user.login,
             text=body.strip() if text is None else text,
@@ -194,7 +199,7 @@ def build_event_registry() -> EventRegistry:
             source=TaskSource.github_review,
             comment_id=ev.comment.id,
             comment_kind="review",
-            context={k: v for k, v in context.items() if v is not None},
+            review=review,
         )
         return await ix.request(target, trigger)
 
@@ -220,16 +225,16 @@ def build_event_registry() -> EventRegistry:
             task = await ix.svc.tasks.get(ev.check_run.external_id or "")
         except NotFound:
             return "ignored: unknown task"
-        gh = _gh(task)
-        if not gh or ev.installation is None:
+        gh = GitHubLinks.of(task)
+        if gh is None or gh.number is None or ev.installation is None:
             return "ignored: not a GitHub task"
         target = Target(
             installation_id=ev.installation.id,
             repo=task.repo,
-            number=int(gh["number"]),
-            is_pr=bool(gh.get("is_pr")),
-            default_branch=str(gh.get("default_branch") or "main"),
-            pr=gh.get("pr"),
+            number=gh.number,
+            is_pr=gh.is_pr,
+            default_branch=gh.default_branch or "main",
+            pr=gh.pr,
         )
         action = (
             ev.requested_action.identifier
@@ -250,7 +255,7 @@ def build_event_registry() -> EventRegistry:
         head = ev.pull_request.head.ref
         # A head named like a task branch counts only in the base repository itself: a fork's
         # `handoff/t_…` branch must not cancel the task whose id it borrows.
-        own_head = not pr_info(ev.pull_request, repo)["fork"] and head.startswith("handoff/")
+        own_head = not pr_info(ev.pull_request, repo).fork and head.startswith("handoff/")
 
         def affected(t: Task) -> bool:
             if t.repo != repo:
@@ -279,7 +284,7 @@ def build_event_registry() -> EventRegistry:
         await ix.svc.set_revoked(inst, None, removed, f"installation {ev.action}")
         if not removed:
             return f"installation {ev.action}"
-        tasks = await _active(ix, lambda t: _gh(t).get("installation_id") == inst)
+        tasks = await _active(ix, lambda t: _installation(t) == inst)
         done = await ix.cancel(tasks, f"github:{ev.sender.login}", f"installation {ev.action}")
         return f"installation {ev.action}: cancelled {len(done)}"
 
@@ -298,9 +303,7 @@ def build_event_registry() -> EventRegistry:
         if ev.action != "removed":
             return f"{len(names)} repositories added"
         lowered = {n.lower() for n in names}
-        tasks = await _active(
-            ix, lambda t: _gh(t).get("installation_id") == inst and t.repo.lower() in lowered
-        )
+        tasks = await _active(ix, lambda t: _installation(t) == inst and t.repo.lower() in lowered)
         done = await ix.cancel(tasks, f"github:{ev.sender.login}", "repository removed from the installation")
         return f"{len(names)} repositories removed: cancelled {len(done)}"
 

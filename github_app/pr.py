@@ -14,6 +14,7 @@ import logging
 from typing import Any
 
 from core.errors import WorkspaceError
+from core.links import GitHubLinks, PullRequestInfo, PullRequestLink, TaskLinks
 from core.models import Run, Task
 from core.ports import PushResult
 from core.redact import redact
@@ -21,7 +22,6 @@ from github_app.api import COMMENT_LIMIT, marker
 from github_app.auth import GIT, basic_auth_header
 from github_app.errors import GitHubError, GitHubRateLimited, GitHubRejected, GitHubUnavailable
 from github_app.render import fit
-from github_app.reporter import github_links
 from github_app.services import PR_REF, GitHubServices
 from github_app.sql import put_ref
 
@@ -36,13 +36,13 @@ class GitHubCredentials:
     def __init__(self, services: GitHubServices) -> None:
         self.svc = services
 
-    async def auth_header(self, task: Any) -> str | None:
+    async def auth_header(self, task: Task) -> str | None:
         """The git auth header for the task's repository (``None`` for tasks not from GitHub)."""
-        gh = github_links(task)
+        gh = GitHubLinks.of(task)
         if gh is None:
             return None
         try:
-            token = await self.svc.client.token(int(gh["installation_id"]), task.repo, GIT)
+            token = await self.svc.client.token(gh.installation_id, task.repo, GIT)
         except GitHubError as exc:
             raise WorkspaceError(f"no GitHub token for {task.repo}: {exc}") from exc
         return basic_auth_header(token.value)
@@ -52,13 +52,14 @@ def pr_body(
     task: Task, run: Run, push: PushResult, summary: str | None, url: str, patterns: list[str]
 ) -> str:
     """The pull request description: what it closes, what changed, what was asked."""
-    gh = github_links(task) or {}
-    number = gh.get("number")
-    pr = gh.get("pr") or {}
-    lines = [f"Closes #{number}" if number and not gh.get("is_pr") else f"Follow-up to #{number}"]
-    if pr.get("fork"):
+    gh = GitHubLinks.of(task)
+    number = gh.number if gh is not None else None
+    pr = (gh.pr if gh is not None else None) or PullRequestInfo()
+    is_pr = gh is not None and gh.is_pr
+    lines = [f"Closes #{number}" if number and not is_pr else f"Follow-up to #{number}"]
+    if pr.fork:
         lines.append(
-            f"\n> #{number} comes from the fork `{pr.get('head_repo')}`. Handoff cannot push to forks, so "
+            f"\n> #{number} comes from the fork `{pr.head_repo}`. Handoff cannot push to forks, so "
             f"these changes are on `{push.branch}` in this repository, on top of #{number}'s head."
         )
     if summary:
@@ -80,20 +81,17 @@ class GitHubPostPush:
         self.svc = services
         self.patterns = secret_patterns or []
 
-    async def after_push(self, task: Any, run: Any, push: PushResult, summary: str | None) -> dict[str, Any]:
-        """Return ``{"pr_url", "pr_number"}`` of the pull request (``{}`` for other tasks)."""
-        gh = github_links(task)
+    async def after_push(
+        self, task: Task, run: Run, push: PushResult, summary: str | None
+    ) -> PullRequestLink | None:
+        """The pull request opened or updated (``None`` for tasks not from GitHub)."""
+        gh = GitHubLinks.of(task)
         if gh is None:
-            return {}
-        inst, repo, api = int(gh["installation_id"]), str(task.repo), self.svc.api
+            return None
+        inst, repo, api = gh.installation_id, str(task.repo), self.svc.api
         body = pr_body(task, run, push, summary, self.svc.task_url(task.id), self.patterns)
-        pr = gh.get("pr") or {}
-        base = (
-            (pr.get("base_ref") if pr.get("fork") else pr.get("head_ref"))
-            or task.base_ref
-            or gh.get("default_branch")
-            or "main"
-        )
+        pr = gh.pr or PullRequestInfo()
+        base = (pr.base_ref if pr.fork else pr.head_ref) or task.base_ref or gh.default_branch or "main"
         title = (task.instructions.strip().splitlines() or ["changes"])[0].lstrip("# ")[:120]
         request = {
             "title": f"Handoff: {title}",
@@ -104,7 +102,7 @@ class GitHubPostPush:
         }
 
         async def create() -> dict[str, Any]:
-            number = task.links.get("pr_number")
+            number = TaskLinks.of(task).pr_number
             existing = await api.find_pull(inst, repo, push.branch)
             if existing is None and number:
                 existing = {"number": number, "html_url": task.pr_url}
@@ -125,7 +123,7 @@ class GitHubPostPush:
         pull = await self._patiently(create)
         async with self.svc.sessions.begin() as session:
             await put_ref(session, PR_REF.format(repo=repo, number=pull["number"]), {"task_id": task.id})
-        return {"pr_url": pull.get("html_url"), "pr_number": int(pull["number"])}
+        return PullRequestLink(url=pull.get("html_url"), number=int(pull["number"]))
 
     async def _patiently(self, attempt: Any) -> dict[str, Any]:
         """Retry ``attempt`` through rate limits and 5xx for up to :data:`MAX_WAIT_S` (each retry looks first)."""

@@ -8,8 +8,7 @@ from the database when it sends, so what GitHub shows is never older than the ro
 
 from __future__ import annotations
 
-from typing import Any
-
+from core.links import GitHubLinks
 from core.models import EventType, RunEvent, Task
 from core.outbox import OutboxMessage, is_first
 
@@ -30,12 +29,6 @@ def comment_key(task_id: str) -> str:
     return f"github:comment:{task_id}"
 
 
-def github_links(task: Task) -> dict[str, Any] | None:
-    """The ``github`` links of a task created from GitHub, else ``None``."""
-    links = task.links.get("github") if isinstance(task.links, dict) else None
-    return links if isinstance(links, dict) and links.get("installation_id") else None
-
-
 class GitHubReporter:
     """Turns task events into check-run and tracking-comment upserts."""
 
@@ -43,19 +36,19 @@ class GitHubReporter:
 
     def messages(self, task: Task, event: RunEvent) -> list[OutboxMessage]:
         """Upserts for ``event`` when it changes what GitHub shows; nothing for other tasks."""
-        gh = github_links(task)
+        gh = GitHubLinks.of(task)
         if gh is None or event.type not in _SHOWN:
             return []
         base = {
             "task_id": task.id,
-            "installation_id": gh["installation_id"],
+            "installation_id": gh.installation_id,
             "repo": task.repo,
-            "number": gh.get("number"),
+            "number": gh.number,
             "seq": event.seq,
         }
         messages = [OutboxMessage(CHANNEL, comment_key(task.id), "upsert", {**base, "op": "tracking"})]
-        if gh.get("head_sha"):
-            payload = {**base, "op": "check", "head_sha": gh["head_sha"]}
+        if gh.head_sha:
+            payload = {**base, "op": "check", "head_sha": gh.head_sha}
             if is_first(event):
                 payload["ack"] = True  # the queued check run: an acknowledgement, in its own lane
             messages.append(OutboxMessage(CHANNEL, check_key(task.id), "upsert", payload))

@@ -11,6 +11,7 @@ from sqlmodel import col
 
 from core.clock import utcnow
 from core.db import Sessions
+from core.links import TaskLinks
 from core.models import EventType, Run, RunEvent, Task
 from github_app.render import TaskView
 
@@ -48,8 +49,7 @@ class ViewLoader:
                 (await session.execute(query.order_by(col(RunEvent.seq).desc()).limit(500))).scalars()
             )
         events.reverse()
-        raw = task.links.get("github")
-        gh: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        links = TaskLinks.of(task)
         view = TaskView(
             task_id=task.id,
             state=task.state,
@@ -59,10 +59,10 @@ class ViewLoader:
             now=self.clock(),
             url=self.task_url(task.id),
             pr_url=task.pr_url,
-            pr_number=_int(task.links.get("pr_number")),
+            pr_number=links.pr_number,
             branch=task.branch,
             summary=task.summary,
-            notes=list(gh.get("config_notes") or []),
+            notes=list(links.github.config_notes) if links.github else [],
             secret_patterns=self.secret_patterns,
         )
         if run is not None:

@@ -26,6 +26,7 @@ from sqlmodel import col
 
 from core.config import Budget, Limits, Profile
 from core.errors import SandboxError, SandboxUnavailable, WorkspaceError
+from core.links import LinkChanges, TaskLinks
 from core.models import EventType, Run, Task
 from core.ports import SandboxSpec
 from core.redact import Redactor
@@ -57,7 +58,7 @@ class Outcome:
     cost_usd: float = 0.0
     steps: int = 0
     model: str | None = None
-    links: dict[str, Any] = field(default_factory=dict)
+    changes: LinkChanges = field(default_factory=LinkChanges)
 
 
 class Execution:
@@ -73,7 +74,7 @@ class Execution:
         # Reported by the built-in agent or a CLI translator; recorded on the run.
         self.steps = 0
         self.model: str | None = None
-        self.links: dict[str, Any] = {}
+        self.changes = LinkChanges()
         self._background: set[asyncio.Task[None]] = set()
 
     async def execute(self) -> Outcome:
@@ -85,7 +86,7 @@ class Execution:
         except WorkspaceError as exc:  # e.g. the App was uninstalled from the repository
             return Outcome(TaskState.failed, reason=str(exc))
         workspace = GitWorkspace(
-            str(task.links.get("clone_url") or task.repo),
+            TaskLinks.of(task).clone_source(task.repo),
             self.wc.settings.handoff_workspace_dir,
             task.id,
             run.id,
@@ -132,7 +133,7 @@ class Execution:
                 pump.cost_usd,
             )
             outcome.steps, outcome.model = self.steps, self.model
-            outcome.links.update(self.links)
+            outcome.changes = outcome.changes.merge(self.changes)
             with contextlib.suppress(Exception):
                 await pump.close()
             for t in list(self._background):
@@ -234,9 +235,8 @@ class Execution:
 
     def _model(self, profile: Profile) -> str | None:
         """The task's ``--model`` when the profile allows it, else the profile's model."""
-        options = self.task.links.get("options")
-        asked = options.get("model") if isinstance(options, dict) else None
-        if not isinstance(asked, str) or not asked:
+        asked = TaskLinks.of(self.task).model
+        if not asked:
             return profile.model
         # A profile behind the model gateway allows only its own models, listed or not.
         limited = profile.models is not None or profile.api_key_env is not None
@@ -254,9 +254,8 @@ class Execution:
             instructions = cli_prompt(self.task, instructions, f"handoff/{self.task.id}")
         env["HANDOFF_INSTRUCTIONS"] = instructions
         model = self._model(profile)
-        options = self.task.links.get("options")
-        asked = options.get("model") if isinstance(options, dict) else None
-        if isinstance(asked, str) and asked and asked != model:
+        asked = TaskLinks.of(self.task).model
+        if asked and asked != model:
             allowed = ", ".join(sorted(profile.gateway_models)) or "none"
             pump.add(
                 EventType.error.value,
@@ -316,7 +315,9 @@ class Execution:
             outcome.files_changed = pushed.files_changed
             for hook in self.wc.post_push:
                 try:
-                    outcome.links.update(await hook.after_push(self.task, self.run, pushed, outcome.summary))
+                    pull = await hook.after_push(self.task, self.run, pushed, outcome.summary)
+                    if pull is not None:
+                        outcome.changes = outcome.changes.merge(LinkChanges(pull_request=pull))
                 except Exception as exc:  # the branch is pushed; say what failed, keep the success
                     log.warning("post-push step failed for task %s: %s", self.task.id, exc)
                     pump.add(EventType.error.value, {"message": f"after push: {exc}"})
@@ -354,6 +355,7 @@ class Execution:
 
 def task_spec(task: Task, run: Run) -> dict[str, Any]:
     """The JSON written to ``/handoff/task.json`` for the agent."""
+    links = TaskLinks.of(task)
     return {
         "task_id": task.id,
         "run_id": run.id,
@@ -362,10 +364,10 @@ def task_spec(task: Task, run: Run) -> dict[str, Any]:
         "base_ref": task.base_ref,
         "instructions": run.instructions or task.instructions,
         "original_instructions": task.instructions,
-        "followups": task.links.get("followups_done", []),
+        "followups": [f.dump() for f in links.followups_done],
         "source": task.source,
         "requester": task.requester,
-        "links": task.links,
+        "links": links.dump(),
         "budget": task.budget,
     }
 

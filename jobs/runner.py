@@ -21,6 +21,7 @@ from sqlmodel import col
 from core.clock import utcnow
 from core.errors import QueueUnavailable
 from core.journal import StaleState
+from core.links import FollowUp, TaskLinks
 from core.models import Run, Task
 from core.scheduling import admission_lock, admit, enqueue, promote_waiting, queue_position
 from core.states import RunOutcome, TaskState
@@ -115,11 +116,11 @@ class Runner:
             )
             session.add(run)
             await session.flush()
-            history = [*task.links.get("followups_done", []), *task.followups] if task.followups else None
             values: dict[str, Any] = {"attempts": attempt, "tries": task.tries + 1}
-            if history is not None:
+            if task.followups:
+                links = TaskLinks.of(task)
                 values["followups"] = []
-                values["links"] = {**task.links, "followups_done": history}
+                values["links"] = links.with_(followups_done=links.followup_history(task.followups)).dump()
             await journal.transition(
                 session,
                 task,
@@ -135,7 +136,7 @@ class Runner:
         """What this run works on: new follow-ups, else what the last run worked on (a retry or a
         requeue repeats it), else the task's own instructions."""
         if task.followups:
-            texts = [str(f["text"]) for f in task.followups]
+            texts = [f.text for f in FollowUp.parse_all(task.followups)]
             # Follow-ups that arrived before the first run add to the request, not replace it.
             return "\n\n".join([task.instructions, *texts] if task.attempts == 0 else texts)
         last = (
@@ -234,11 +235,12 @@ class Runner:
                     values["branch"] = outcome.branch
                 if outcome.summary:
                     values["summary"] = outcome.summary
-                if outcome.links:
-                    values["links"] = {**fresh.links, **outcome.links}
-                    if outcome.links.get("pr_url"):
-                        values["pr_url"] = outcome.links["pr_url"]
-                        extra["pr_url"] = outcome.links["pr_url"]
+                if not outcome.changes.empty:
+                    values["links"] = outcome.changes.apply(TaskLinks.of(fresh)).dump()
+                    pull = outcome.changes.pull_request
+                    if pull is not None and pull.url:
+                        values["pr_url"] = pull.url
+                        extra["pr_url"] = pull.url
                 if retry or followup:
                     delay = 0.0
                     reason = "follow-up queued"

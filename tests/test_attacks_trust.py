@@ -13,6 +13,7 @@ import pytest
 
 from core.commands import Reply
 from core.handlers import CommandContext, handle
+from core.links import TaskLinks
 from core.models import EventType, RunEvent, Task
 from core.settings import Settings
 from core.tasks import NewTask
@@ -120,13 +121,15 @@ async def test_a_forks_config_and_notes_never_run_or_instruct(
     }
 
     # Unguarded: trusted as a writer's request on the repository itself, the checkout's config runs.
-    trusted, events = await _run_builtin(settings, NewTask(**base, links={"clone_url": str(repo)}))
+    trusted, events = await _run_builtin(settings, NewTask(**base, links=TaskLinks(clone_url=str(repo))))
     assert trusted.state == "succeeded", trusted.state_reason
     assert _setup_commands(events) == ["touch PWNED-setup"]
     assert "PWNED-setup" in git("--git-dir", str(repo), "ls-tree", "--name-only", f"handoff/{trusted.id}")
     assert "<untrusted-data source=" not in json.dumps(fake.requests[0].body)
 
-    task, events = await _run_builtin(settings, NewTask(**base, links=fork_links(repo)))
+    task, events = await _run_builtin(
+        settings, NewTask(**base, links=TaskLinks.model_validate(fork_links(repo)))
+    )
     assert task.state == "succeeded", task.state_reason
     assert _setup_commands(events) == []
     assert task.branch is None  # nothing changed, nothing pushed: no PWNED file anywhere

@@ -20,6 +20,7 @@ import pytest
 import uvicorn
 from pydantic import SecretStr
 
+from core.links import TaskLinks
 from core.models import Run, RunEvent, Task
 from core.settings import Settings
 from core.tasks import NewTask
@@ -361,7 +362,7 @@ async def test_pages_never_show_secrets_and_escape_agent_output(settings: Settin
         ) as site,
         httpx.AsyncClient(base_url=site.url) as client,
     ):
-        task = await site.task("octo/demo", "print <b>bold</b>", links={"issue_url": "javascript:alert(1)"})
+        task = await site.task("octo/demo", "print <b>bold</b>", links=TaskLinks(issue_url="javascript:alert(1)"))
         services = site.app.state.services
         async with services.sessions.begin() as session:
             fresh = await session.get(Task, task.id)

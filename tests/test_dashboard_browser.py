@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
+from core.links import TaskLinks
 from core.models import TaskSource
 from core.settings import Settings
 from tests.conftest import running_worker
@@ -124,7 +125,7 @@ async def test_sign_in_watch_a_live_run_cancel_it_and_see_only_readable_tasks(
         running_worker(settings),
     ):
         common: dict[str, Any] = {
-            "links": {"clone_url": str(bare_repo), "issue_url": "https://github.com/octo/demo/issues/12"},
+            "links": TaskLinks(clone_url=str(bare_repo), issue_url="https://github.com/octo/demo/issues/12"),
             "requester": "octocat",
             "source": TaskSource.github_issue,
         }

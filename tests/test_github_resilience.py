@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from core.clock import utcnow
+from core.links import TaskLinks
 from core.models import Outbox, Run, RunEvent, Task, TaskSource
 from core.outbox import RetryLater
 from core.ports import PushResult
@@ -58,7 +59,12 @@ async def _task(w: dict[str, Any], number: int = 1, **links: Any) -> Task:
     }
     task: Task
     task, _ = await w["services"].tasks.create(
-        NewTask(repo=REPO, instructions="do it", source=TaskSource.github_comment, links={"github": github})
+        NewTask(
+            repo=REPO,
+            instructions="do it",
+            source=TaskSource.github_comment,
+            links=TaskLinks.model_validate({"github": github}),
+        )
     )
     return task
 
@@ -124,11 +130,8 @@ async def test_502_after_the_write_landed_never_duplicates(settings: Settings, t
         push = PushResult(
             changed=True, branch=f"handoff/{task.id}", head_sha="e" * 40, files_changed=["a.py"]
         )
-        links = await w["post_push"].after_push(task, run, push, "did it")
-        assert (
-            len(world.fake.pulls) == 1
-            and links["pr_number"] == next(iter(world.fake.pulls.values()))["number"]
-        )
+        pull = await w["post_push"].after_push(task, run, push, "did it")
+        assert len(world.fake.pulls) == 1 and pull.number == next(iter(world.fake.pulls.values()))["number"]
 
 
 @PG
@@ -178,7 +181,7 @@ async def test_github_size_limits_hold(settings: Settings, tmp_path: Path) -> No
             stored = await session.get(Task, task.id)
             assert stored is not None
             stored.state, stored.summary = "failed", "s" * 70_000
-            stored.links = {**stored.links, "pr_number": 3}
+            stored.links = TaskLinks.of(stored).with_(pr_number=3).dump()
             session.add(
                 RunEvent(
                     task_id=task.id, run_id=run.id, seq=900, type="result", data={"annotations": annotations}

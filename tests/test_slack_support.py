@@ -19,7 +19,9 @@ from sqlalchemy import select
 from sqlmodel import col
 
 from bot.integration import SlackBot
-from core.models import AuditEntry, Delivery, Outbox, Task
+from core.links import PullRequestLink
+from core.models import AuditEntry, Delivery, Outbox, Run, Task
+from core.ports import PushResult
 from core.settings import Settings
 from jobs.context import WorkerContext
 from jobs.outbox import OutboxSender
@@ -164,9 +166,11 @@ class FakePullRequests:
     def __init__(self) -> None:
         self.opened: list[str] = []
 
-    async def after_push(self, task: Any, run: Any, push: Any, summary: str | None) -> dict[str, Any]:
+    async def after_push(
+        self, task: Task, run: Run, push: PushResult, summary: str | None
+    ) -> PullRequestLink:
         self.opened.append(push.branch)
-        return {"pr_url": "https://github.com/acme/demo/pull/7", "pr_number": 7}
+        return PullRequestLink(url="https://github.com/acme/demo/pull/7", number=7)
 
 
 @contextlib.asynccontextmanager

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.config import Budget
 from core.inputs import MAX_OFFSET, MAX_SEQ, SafeText, SafeTime
+from core.links import TaskLinks
 from core.models import Task, TaskSource
 from core.tasks import NewTask, TaskFilter
 from web.deps import ServicesDep, require_token
@@ -41,7 +42,7 @@ def task_json(task: Task, runs: list[Any] | None = None) -> dict[str, Any]:
     """The API representation of a task (and its runs)."""
     body = task.model_dump(mode="json", exclude={"event_seq"})
     # The built-in agent's saved conversation can be large and is not the API's business.
-    body["links"] = {k: v for k, v in body["links"].items() if k != "conversation"}
+    body["links"] = TaskLinks.of(task).public()
     if runs is not None:
         body["runs"] = [run_json(r) for r in runs]
     return body

@@ -81,7 +81,7 @@ async def run_builtin(
         stopped = None
         with contextlib.suppress(SandboxError, SandboxUnavailable):  # the reaper removes it by label
             stopped = await ex.wc.sandbox.stop(handle)
-    ex.steps, ex.model, ex.links = agent.steps, agent.model, agent.links
+    ex.steps, ex.model, ex.changes = agent.steps, agent.model, agent.changes
     result = agent.result
     if result.status == "finished":
         pump.add(EventType.result.value, {"summary": agent.summary or "done", "steps": agent.steps})

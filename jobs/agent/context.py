@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from core.links import FollowUp, GitHubLinks, TaskLinks
 from core.models import Task, TaskSource
 from jobs.agent.tools import ToolBox, format_exec, head_tail
 
@@ -75,18 +76,14 @@ def untrusted(text: str, source: str) -> str:
 
 def is_untrusted(task: Task) -> bool:
     """True when the task's text comes from people who may not be the repository's writers."""
-    return task.source == TaskSource.github_issue.value or bool(task.links.get("untrusted"))
-
-
-def _github(task: Task) -> dict[str, Any]:
-    github = task.links.get("github")
-    return github if isinstance(github, dict) else {}
+    return task.source == TaskSource.github_issue.value or TaskLinks.of(task).untrusted
 
 
 def checkout_is_untrusted(task: Task) -> bool:
     """True when the checked-out files may carry an outsider's words: an untrusted request, or a
     pull request's head (a fork's above all), whose files anyone who pushed there wrote."""
-    return is_untrusted(task) or bool(_github(task).get("is_pr"))
+    github = GitHubLinks.of(task)
+    return is_untrusted(task) or (github is not None and github.is_pr)
 
 
 def checkout_config_applies(task: Task) -> bool:
@@ -95,7 +92,7 @@ def checkout_config_applies(task: Task) -> bool:
     Never for GitHub tasks (the App reads the default branch's file and checks it), never for an
     untrusted request, and never once a run has pushed the task branch (an agent wrote it).
     """
-    return not _github(task) and not is_untrusted(task) and not task.branch
+    return GitHubLinks.of(task) is None and not is_untrusted(task) and not task.branch
 
 
 async def read_repo(tools: ToolBox, task: Task) -> RepoSetup:
@@ -124,23 +121,22 @@ async def read_repo(tools: ToolBox, task: Task) -> RepoSetup:
         ]
     )
     config = _yaml(files.get(CONFIG_FILE))
-    github = _github(task)
-    # The GitHub App read .handoff.yml from the default branch and checked it.
-    checked = github.get("config")
+    github = GitHubLinks.of(task)
     source: dict[str, Any] = {}
-    if github:
-        source = checked if isinstance(checked, dict) else {}
+    if github is not None:
+        # The GitHub App read .handoff.yml from the default branch and checked it.
+        source = github.config.model_dump(exclude_none=True)
     elif checkout_config_applies(task):
         source = config
     if source.get("setup"):
         repo.setup = _commands(source["setup"])
     if isinstance(source.get("test"), str) and source["test"].strip():
         repo.test = source["test"].strip()
-    notes = github.get("config_notes") if github else config.get("notes")
+    notes: Any = github.config_notes if github is not None else config.get("notes")
     if isinstance(notes, list):
         notes = "\n".join(f"- {n}" for n in notes)
     if isinstance(notes, str) and notes.strip():
-        trusted_notes = bool(github) or not fenced
+        trusted_notes = github is not None or not fenced
         repo.notes.append((f"{CONFIG_FILE} notes", notes if trusted_notes else untrusted(notes, CONFIG_FILE)))
     return repo
 
@@ -158,17 +154,17 @@ async def run_setup(tools: ToolBox, repo: RepoSetup, timeout_s: float, emit: Any
 def task_message(task: Task, instructions: str, repo: RepoSetup, branch: str) -> str:
     """The first user message of a new conversation."""
     parts: list[str] = []
-    followups = [f for f in task.links.get("followups_done", []) if isinstance(f, dict)]
+    followups = TaskLinks.of(task).followups_done
     is_followup = bool(followups) and instructions != task.instructions
     request = untrusted(task.instructions, task.source) if is_untrusted(task) else task.instructions
     if is_followup:
         parts.append(f"# The original request\n\n{request}")
-        earlier = [f for f in followups if str(f.get("text", "")) not in instructions]
+        earlier = [f for f in followups if f.text not in instructions]
         if earlier:
             parts.append(
                 "# Earlier follow-ups (already done)\n\n" + "\n\n".join(_followup(f) for f in earlier)
             )
-        current = [f for f in followups if str(f.get("text", "")) in instructions]
+        current = [f for f in followups if f.text in instructions]
         now = "\n\n".join(_followup(f) for f in current) if current else instructions
         parts.append(f"# Your task now: a follow-up\n\n{now}")
         parts.append(f"Earlier runs' work is already committed on this branch ({branch}); build on it.")
@@ -206,15 +202,12 @@ def answer_message(answer: str, author: str | None, setup: RepoSetup) -> str:
     return text
 
 
-def _followup(entry: dict[str, Any]) -> str:
-    text = str(entry.get("text", ""))
-    context = entry.get("context") if isinstance(entry.get("context"), dict) else {}
-    author = f"From @{entry['author']}:\n" if entry.get("author") else ""
-    if context and context.get("path") and not text.startswith("Review comment on"):
-        where = f"`{context['path']}`" + (f" line {context['line']}" if context.get("line") else "")
-        hunk = str(context.get("diff_hunk") or "")[-4000:]
-        fenced = f"\n```diff\n{hunk}\n```" if hunk else ""
-        text = f"Review comment on {where}:{fenced}\n\n{text}"
+def _followup(entry: FollowUp) -> str:
+    text = entry.text
+    author = f"From @{entry.author}:\n" if entry.author else ""
+    review = entry.context.review
+    if review is not None and not text.startswith("Review comment on"):
+        text = review.preamble() + text
     return author + text
 
 

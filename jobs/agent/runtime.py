@@ -3,7 +3,7 @@
 The loop runs here, in the worker (which holds the API key); every tool runs in the run's sandbox
 container. :func:`build_llm` comes first so that a missing key fails the run before a container
 starts. When the agent asks a question, the conversation is returned for the task to keep
-(``task.links["conversation"]``); the requester's answer arrives as a follow-up, and the next run
+(:attr:`core.links.TaskLinks.conversation`); the requester's answer arrives as a follow-up, and the next run
 resumes the same conversation with the answer as the result of the ``ask`` call.
 """
 
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.config import Budget, HandoffConfig, Profile
+from core.links import LinkChanges, TaskLinks
 from core.models import Run, Task
 from core.ports import Sandbox, SandboxHandle
 from core.settings import Settings
@@ -27,7 +28,6 @@ from jobs.agent.loop import AgentLoop, Emit, LoopLimits, LoopResult
 from jobs.agent.openai_llm import OpenAILLM
 from jobs.agent.tools import ASK, ToolBox
 
-CONVERSATION_KEY = "conversation"
 NO_ANSWER = (
     "No answer was given (the task was retried). Proceed with your best judgement and say so in your summary."
 )
@@ -41,16 +41,15 @@ class AgentRun:
     model: str
     steps: int = 0
     summary: str | None = None
-    # What to store under task.links["conversation"]: a dict to resume, None to clear.
-    links: dict[str, Any] = field(default_factory=dict)
+    # The conversation to keep for the answer (or to clear once consumed).
+    changes: LinkChanges = field(default_factory=LinkChanges)
 
 
 def pick_model(task: Task, profile: Profile, emit: Emit) -> str:
     """The task's ``--model`` when the profile allows it, else the profile's model."""
     assert profile.model is not None  # a builtin profile always has one (config validation)
-    options = task.links.get("options")
-    asked = options.get("model") if isinstance(options, dict) else None
-    if not isinstance(asked, str) or not asked.strip() or asked == profile.model:
+    asked = TaskLinks.of(task).model
+    if not asked or not asked.strip() or asked == profile.model:
         return profile.model
     if profile.models is not None and asked not in profile.models:
         allowed = ", ".join(profile.models) or "none"
@@ -124,11 +123,12 @@ async def run_agent(
         emit("error", {"message": f"no price for model {model!r} in handoff.yml: its cost is not counted"})
     emit("progress", {"step": "agent", "provider": llm.provider, "model": model})
     setup = await loop.guard(_prepare(tools, task, profile, emit))
-    saved = task.links.get(CONVERSATION_KEY)
+    links = TaskLinks.of(task)
+    saved = links.conversation
     if isinstance(setup, LoopResult):
         result = setup
     else:
-        loop.messages = _resumed(saved, task, run, setup) or [
+        loop.messages = _resumed(saved, links, task, run, setup) or [
             user(task_message(task, run.instructions or task.instructions, setup, branch))
         ]
         result = await loop.run()
@@ -137,17 +137,19 @@ async def run_agent(
         result = LoopResult("budget", reason=reason, last_text=result.last_text)
     agent = AgentRun(result=result, model=loop.model_seen or model, steps=loop.steps)
     if result.status == "asked":
-        agent.links[CONVERSATION_KEY] = {
-            "task_id": task.id,
-            "run_id": run.id,
-            "pending_ask_id": result.pending_ask_id,
-            "question": result.question,
-            # A retry repeats these instructions; an answer (a follow-up) brings new ones.
-            "asked_with": run.instructions,
-            "messages": persistable(loop.messages),
-        }
+        agent.changes = LinkChanges(
+            conversation={
+                "task_id": task.id,
+                "run_id": run.id,
+                "pending_ask_id": result.pending_ask_id,
+                "question": result.question,
+                # A retry repeats these instructions; an answer (a follow-up) brings new ones.
+                "asked_with": run.instructions,
+                "messages": persistable(loop.messages),
+            }
+        )
     elif saved:
-        agent.links[CONVERSATION_KEY] = None  # consumed: a later follow-up starts afresh
+        agent.changes = LinkChanges(conversation=None)  # consumed: a later follow-up starts afresh
     agent.summary = result.summary if result.status == "finished" else _progress(result, loop, tools)
     return agent
 
@@ -159,15 +161,15 @@ async def _prepare(tools: ToolBox, task: Task, profile: Profile, emit: Emit) -> 
     return repo
 
 
-def _resumed(saved: Any, task: Task, run: Run, setup: Any) -> list[Message] | None:
+def _resumed(saved: Any, links: TaskLinks, task: Task, run: Run, setup: Any) -> list[Message] | None:
     """The saved conversation with the answer as the ``ask`` result, or None to start afresh."""
     if not isinstance(saved, dict) or saved.get("task_id") != task.id or not saved.get("pending_ask_id"):
         return None
     messages = saved.get("messages")
     if not isinstance(messages, list) or not messages:
         return None
-    done = task.links.get("followups_done") or []
-    author = done[-1].get("author") if done and isinstance(done[-1], dict) else None
+    done = links.followups_done
+    author = done[-1].author if done else None
     # A follow-up (the answer) becomes the run's instructions; a retry repeats the asking run's.
     answered = bool(run.instructions) and run.instructions != saved.get("asked_with", task.instructions)
     text = answer_message(run.instructions or "", author, setup) if answered else NO_ANSWER

@@ -1,7 +1,7 @@
 """The diff of a run's branch against its base, computed on the host with ``git``.
 
 Only for repositories the API host can open directly (a local path, a bare repository, a
-``file://`` URL, as ``task.links["clone_url"]`` or ``task.repo``); for GitHub repositories the page
+``file://`` URL, as the task's ``clone_url`` link or ``task.repo``); for GitHub repositories the page
 links to GitHub's compare view instead. The repository is not trusted: external diff drivers,
 text conversion filters and the fsmonitor hook are switched off, refs are validated, and the call
 is bounded in time and in output.
@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.links import TaskLinks
 from core.models import Run, Task
 from jobs.hostgit import SAFE_CONFIG, git_env, is_local_remote
 from web.dashboard.github import is_github_repo
@@ -71,7 +72,7 @@ async def branch_diff(task: Task, run: Run | None, github_web_url: str) -> DiffV
         return DiffView(unavailable="The diff appears when the run has pushed its branch.", compare_url=None)
     if not head:
         return DiffView(unavailable="No branch was pushed by this run.", compare_url=compare)
-    git_dir = _local_git_dir(str(task.links.get("clone_url") or task.repo))
+    git_dir = _local_git_dir(TaskLinks.of(task).clone_source(task.repo))
     if git_dir is None:
         return DiffView(
             unavailable="Diff unavailable: the repository is not on this host.", compare_url=compare

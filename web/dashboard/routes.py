@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from core.commands import Registry
 from core.errors import InvalidTransition, NotFound
 from core.inputs import SafeText
+from core.links import TaskLinks
 from core.models import Run, Task, TaskSource
 from core.states import TaskState
 from core.tasks import TaskFilter
@@ -132,10 +133,11 @@ def _select(runs: list[Run], run_id: str | None) -> Run | None:
 
 def source_links(task: Task) -> list[tuple[str, Any]]:
     """``(label, url)`` of where the task came from and what it produced."""
-    links = dict(task.links)
-    if task.pr_url:
-        links.setdefault("pr_url", task.pr_url)
-    return [(label, links.get(key)) for key, label in SOURCE_LINKS if links.get(key)]
+    links = TaskLinks.of(task)
+    if task.pr_url and links.pr_url is None:
+        links = links.with_(pr_url=task.pr_url)
+    shown = [(label, getattr(links, key)) for key, label in SOURCE_LINKS]
+    return [(label, url) for label, url in shown if url]
 
 
 async def status_context(
