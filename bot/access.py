@@ -117,7 +117,7 @@ class Access:
 
     async def bound_repo(self, channel: str) -> str | None:
         """The repository ``channel`` is bound to: a ``/handoff bind`` first, else config."""
-        ref = await self.store.get_ref(BINDING_PREFIX + channel)
+        ref = await self.store.refs.recall(BINDING_PREFIX + channel)
         if ref is not None:  # bound or explicitly unbound in Slack: that overrides config
             repo = ref.get("repo")
             return str(repo) if repo else None

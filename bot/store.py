@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -22,6 +21,7 @@ from core.clock import utcnow
 from core.db import Sessions
 from core.models import Delivery, ExternalRef, Outbox, Task
 from core.outbox import OutboxMessage
+from core.refs import RefStore
 from core.states import TERMINAL
 
 # A claim whose work never finished (the process died) may be taken over by Slack's next retry
@@ -36,6 +36,7 @@ class Store:
 
     def __init__(self, sessions: Sessions) -> None:
         self.sessions = sessions
+        self.refs = RefStore(sessions)
 
     # -- deliveries ---------------------------------------------------------------------------
 
@@ -76,41 +77,21 @@ class Store:
 
     # -- external references ------------------------------------------------------------------
 
-    async def _put_ref(self, key: str, ref: dict[str, Any]) -> None:
-        async with self.sessions.begin() as session:
-            found = await session.get(ExternalRef, key, with_for_update=True)
-            if found is None:
-                session.add(ExternalRef(key=key, ref=ref))
-            else:
-                found.ref = ref
-                found.updated_at = utcnow()
-
-    async def put_ref(self, key: str, ref: dict[str, Any]) -> None:
-        """Insert or replace one reference (a concurrent insert of the same key wins; we retry once)."""
-        try:
-            await self._put_ref(key, ref)
-        except IntegrityError:
-            await self._put_ref(key, ref)
-
-    async def get_ref(self, key: str) -> dict[str, Any] | None:
-        """The reference stored under ``key``."""
-        async with self.sessions() as session:
-            found = await session.get(ExternalRef, key)
-            return dict(found.ref) if found is not None else None
-
     async def index_thread(self, channel: str, ts: str, task_id: str) -> None:
         """Remember that the thread at ``channel``/``ts`` belongs to ``task_id``."""
-        await self.put_ref(THREAD_KEY.format(channel=channel, ts=ts), {"task_id": task_id})
+        await self.refs.remember(THREAD_KEY.format(channel=channel, ts=ts), {"task_id": task_id})
 
     async def thread_task(self, channel: str, ts: str) -> str | None:
         """The task whose thread this is, if any."""
-        ref = await self.get_ref(THREAD_KEY.format(channel=channel, ts=ts))
+        ref = await self.refs.recall(THREAD_KEY.format(channel=channel, ts=ts))
         task_id = ref.get("task_id") if ref else None
         return str(task_id) if task_id else None
 
     async def bind(self, channel: str, repo: str | None, by: str) -> None:
         """Bind ``channel`` to ``repo`` (``None`` unbinds; an explicit unbind overrides config)."""
-        await self.put_ref(BINDING_PREFIX + channel, {"repo": repo, "by": by, "at": utcnow().isoformat()})
+        await self.refs.remember(
+            BINDING_PREFIX + channel, {"repo": repo, "by": by, "at": utcnow().isoformat()}
+        )
 
     async def bindings(self) -> dict[str, str | None]:
         """Every channel bound or unbound in the database: channel -> repository (or ``None``)."""

@@ -20,10 +20,11 @@ from core.handlers import CommandContext, handle
 from core.links import GitHubLinks, PullRequestInfo, RepoSettings, ReviewComment, TaskLinks
 from core.models import Outbox, Task, TaskSource
 from core.outbox import OutboxMessage
+from core.refs import get_ref
+from core.sql import insert_ignore
 from core.states import TaskState
 from github_app.permissions import can_write
 from github_app.services import PR_REF, GitHubServices
-from github_app.sql import get_ref, insert_ignore
 
 log = logging.getLogger(__name__)
 CHANNEL = "github"

@@ -18,12 +18,12 @@ from core.links import GitHubLinks, PullRequestInfo, PullRequestLink, TaskLinks
 from core.models import Run, Task
 from core.ports import PushResult
 from core.redact import redact
+from core.refs import put_ref
 from github_app.api import COMMENT_LIMIT, marker
 from github_app.auth import GIT, basic_auth_header
 from github_app.errors import GitHubError, GitHubRateLimited, GitHubRejected, GitHubUnavailable
 from github_app.render import fit
 from github_app.services import PR_REF, GitHubServices
-from github_app.sql import put_ref
 
 log = logging.getLogger(__name__)
 # How long the worker may wait for GitHub (rate limits, 5xx) before giving up on the pull request.

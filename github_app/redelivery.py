@@ -21,9 +21,9 @@ from sqlmodel import col
 from core.clock import utcnow
 from core.db import Sessions
 from core.models import Delivery, ExternalRef
+from core.refs import put_ref
 from github_app.client import GitHubClient
 from github_app.errors import GitHubError
-from github_app.sql import put_ref
 from github_app.webhooks import RECEIVED
 
 log = logging.getLogger(__name__)

@@ -11,6 +11,7 @@ from sqlmodel import col
 from core.commands import Registry
 from core.db import Sessions
 from core.models import ExternalRef
+from core.refs import put_ref
 from core.settings import Settings
 from core.tasks import TaskService
 from github_app.api import GitHubAPI
@@ -18,7 +19,6 @@ from github_app.client import GitHubClient
 from github_app.permissions import Permissions
 from github_app.repo_config import GitHubServerConfig, RepoConfigLoader
 from github_app.routing import EventRegistry, Screening
-from github_app.sql import put_ref
 
 REVOKED_INSTALLATION = "github:revoked:installation:{id}"
 REVOKED_REPO = "github:revoked:repo:{id}:{repo}"

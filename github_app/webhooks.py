@@ -36,10 +36,10 @@ from core.clock import utcnow
 from core.db import make_engine
 from core.errors import DependencyUnavailable
 from core.models import Delivery
+from core.sql import insert_ignore_statement
 from github_app.batching import GroupCommit
 from github_app.routing import EventRegistry, Screening
 from github_app.signature import HEADER, verify
-from github_app.sql import insert_ignore_statement
 
 log = logging.getLogger(__name__)
 

@@ -38,8 +38,9 @@ from sqlmodel import col
 from core.clock import utcnow
 from core.config import OutboxConfig
 from core.db import Sessions
-from core.models import ExternalRef, Lock, Outbox, OutboxState
+from core.models import Lock, Outbox, OutboxState
 from core.outbox import GiveUp, Notifier, RateRule, RetryLater, is_ack
+from core.refs import RefStore
 from jobs.dependencies import describe
 from jobs.pacing import Pacing
 
@@ -47,29 +48,6 @@ log = logging.getLogger(__name__)
 
 LEASE_NAME = "outbox-sender"
 LEASE_S = 15.0
-
-
-class RefStore:
-    """:class:`core.outbox.DeliveryContext` over the ``externalref`` table."""
-
-    def __init__(self, sessions: Sessions) -> None:
-        self.sessions = sessions
-
-    async def recall(self, key: str) -> dict[str, Any] | None:
-        """The remembered remote reference of ``key``."""
-        async with self.sessions() as session:
-            row = await session.get(ExternalRef, key)
-            return dict(row.ref) if row is not None else None
-
-    async def remember(self, key: str, ref: dict[str, Any]) -> None:
-        """Store (or replace) the remote reference of ``key`` now, in its own transaction."""
-        async with self.sessions.begin() as session:
-            row = await session.get(ExternalRef, key)
-            if row is None:
-                session.add(ExternalRef(key=key, ref=ref))
-            else:
-                row.ref = ref
-                row.updated_at = utcnow()
 
 
 class OutboxSender:

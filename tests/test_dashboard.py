@@ -362,7 +362,9 @@ async def test_pages_never_show_secrets_and_escape_agent_output(settings: Settin
         ) as site,
         httpx.AsyncClient(base_url=site.url) as client,
     ):
-        task = await site.task("octo/demo", "print <b>bold</b>", links=TaskLinks(issue_url="javascript:alert(1)"))
+        task = await site.task(
+            "octo/demo", "print <b>bold</b>", links=TaskLinks(issue_url="javascript:alert(1)")
+        )
         services = site.app.state.services
         async with services.sessions.begin() as session:
             fresh = await session.get(Task, task.id)

@@ -17,10 +17,11 @@ from core.links import TaskLinks
 from core.models import Outbox, Run, RunEvent, Task, TaskSource
 from core.outbox import RetryLater
 from core.ports import PushResult
+from core.refs import RefStore
 from core.settings import Settings
 from core.tasks import NewTask
 from github_app.errors import GitHubRateLimited, GitHubUnavailable
-from jobs.outbox import OutboxSender, RefStore
+from jobs.outbox import OutboxSender
 from tests.test_github_harness import INSTALLATION, REPO, World, github_world
 
 PG = pytest.mark.parametrize("database_url", ["postgres"], indirect=True)

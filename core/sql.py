@@ -1,7 +1,8 @@
 """Idempotent writes on PostgreSQL and SQLite: ``INSERT ... ON CONFLICT DO NOTHING`` and upserts.
 
 A repeated delivery or a replayed job must neither fail nor write twice; both dialects support
-``ON CONFLICT`` with the same SQLAlchemy API, so this picks the dialect's ``insert``.
+``ON CONFLICT`` with the same SQLAlchemy API, so this picks the dialect's ``insert``. Used for
+deliveries, outbox rows and remote references (:mod:`core.refs`).
 """
 
 from __future__ import annotations
@@ -13,11 +14,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import SQLModel
 
-from core.clock import utcnow
-from core.models import ExternalRef
 
-
-def _insert(session: AsyncSession, model: type[SQLModel]) -> Any:
+def dialect_insert(session: AsyncSession, model: type[SQLModel]) -> Any:
+    """The dialect's ``insert`` (it has ``on_conflict_do_nothing`` / ``on_conflict_do_update``)."""
     return _dialect_insert(session.get_bind().dialect.name, model)
 
 
@@ -46,7 +45,7 @@ async def insert_ignore(
         return 0
     table = model.__table__  # type: ignore[attr-defined]
     stmt = (
-        _insert(session, model)
+        dialect_insert(session, model)
         .values(list(rows))
         .on_conflict_do_nothing(index_elements=list(conflict))
         # RETURNING, not rowcount: drivers disagree on rowcount for skipped conflicts.
@@ -54,16 +53,3 @@ async def insert_ignore(
     )
     result = await session.execute(stmt)
     return len(result.all())
-
-
-async def put_ref(session: AsyncSession, key: str, ref: dict[str, Any]) -> None:
-    """Set the :class:`~core.models.ExternalRef` ``key`` to ``ref`` (insert or replace)."""
-    stmt = _insert(session, ExternalRef).values(key=key, ref=ref, updated_at=utcnow())
-    stmt = stmt.on_conflict_do_update(index_elements=["key"], set_={"ref": ref, "updated_at": utcnow()})
-    await session.execute(stmt)
-
-
-async def get_ref(session: AsyncSession, key: str) -> dict[str, Any] | None:
-    """The ref stored under ``key``, if any."""
-    row = await session.get(ExternalRef, key)
-    return dict(row.ref) if row is not None else None
