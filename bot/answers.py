@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from bot.reporter import CHANNEL
+from bot.operations import Ephemeral, React, Respond, ThreadReply
 from core.commands import Reply
 from core.outbox import OutboxMessage
 
@@ -63,39 +63,37 @@ def in_thread(event: dict[str, Any], delivery: str, answer: Answer) -> OutboxMes
     """Answer an event in its thread: a reply when public, else ephemeral to its author."""
     channel, ts = str(event.get("channel", "")), str(event.get("ts", ""))
     thread = str(event.get("thread_ts") or ts)
-    payload: dict[str, Any]
+    text = answer.text or ""
+    op: ThreadReply | Ephemeral
     if answer.public:
-        payload = {"op": "reply", "task_id": answer.task_id, "channel": channel, "thread_ts": thread}
+        op = ThreadReply(task_id=answer.task_id, channel=channel, thread_ts=thread, text=text)
     else:
-        payload = {"op": "ephemeral", "channel": channel, "user": event.get("user"), "thread_ts": thread}
-    payload["text"] = answer.text
-    return OutboxMessage(CHANNEL, f"slack:answer:{channel}", "append", payload, f"slack:answer:{delivery}")
+        op = Ephemeral(channel=channel, user=str(event.get("user") or ""), thread_ts=thread, text=text)
+    return OutboxMessage(f"slack:answer:{channel}", "append", op, f"slack:answer:{delivery}")
 
 
 def via_response_url(body: dict[str, Any], answer: Answer) -> OutboxMessage:
     """Answer a slash command or button later, through its ``response_url``."""
     user = str(body.get("user_id") or (body.get("user") or {}).get("id") or "")
     channel = str(body.get("channel_id") or (body.get("channel") or {}).get("id") or "")
-    payload = {
-        "op": "respond",
-        "response_url": body.get("response_url"),
-        "issued_at": time.time(),
-        "user": user,
-        "channel": channel,
-        "private": True,
-        "text": answer.text,
-    }
+    respond = Respond(
+        response_url=body.get("response_url"),
+        issued_at=time.time(),
+        user=user,
+        channel=channel,
+        private=True,
+        text=answer.text or "",
+    )
     key = body.get("trigger_id") or f"{user}:{time.time()}"
-    return OutboxMessage(CHANNEL, f"slack:respond:{user}", "append", payload, f"slack:respond:{key}")
+    return OutboxMessage(f"slack:respond:{user}", "append", respond, f"slack:respond:{key}")
 
 
 def reaction(channel: str, ts: str, name: str, delivery: str) -> OutboxMessage:
     """A reaction on the message that asked (👀 when a task starts from it)."""
     return OutboxMessage(
-        CHANNEL,
         f"slack:react:{channel}:{ts}",
         "append",
         # An acknowledgement: sent ahead of other tasks' progress (its bucket is Slack's reactions).
-        {"op": "react", "channel": channel, "ts": ts, "name": name, "ack": True},
+        React(channel=channel, ts=ts, name=name, ack=True),
         idempotency_key=f"slack:react:{name}:{delivery}",
     )

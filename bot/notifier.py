@@ -1,6 +1,6 @@
 """Delivers Slack outbox rows: status messages, thread replies, reactions, ephemeral answers.
 
-Row payloads carry an ``op``:
+Rows carry one of :mod:`bot.operations`:
 
 * ``status`` — post the task's status message once (remembering its ts), then ``chat.update`` it.
   Rendered from the database at send time (:mod:`bot.view`).
@@ -29,11 +29,12 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot import messages
 from bot.blocks import fit_message, sections
-from bot.reporter import CHANNEL, status_key
+from bot.operations import CHANNEL, OPERATIONS, Ephemeral, React, Respond, Status, ThreadReply
+from bot.reporter import status_key
 from bot.store import Store
 from bot.view import load_view, log_tail
 from core.models import Outbox
-from core.outbox import Delivered, DeliveryContext, GiveUp, RateRule, RetryLater, is_ack
+from core.outbox import Delivered, DeliveryContext, GiveUp, RateRule, RetryLater
 from core.redact import Redactor
 
 log = logging.getLogger(__name__)
@@ -78,45 +79,43 @@ class SlackNotifier:
 
     def rate_rules(self, row: Outbox) -> list[RateRule]:
         """One edit per second per message, one post per second per channel, Tier 3 for updates."""
-        op = row.payload.get("op")
-        if op == "status" and is_ack(row) and row.payload.get("channel"):
+        op = OPERATIONS.parse_or_none(row)
+        if isinstance(op, Status) and op.ack and op.channel:
             # The first post of a status message acknowledges a request: it is a post to the
             # channel, not one of the workspace's chat.update calls every running task shares.
             return [
                 RateRule(f"slack:msg:{row.key}", self.message_interval_s, per_object=True),
-                RateRule(f"slack:channel:{row.payload['channel']}", CHANNEL_INTERVAL_S),
+                RateRule(f"slack:channel:{op.channel}", CHANNEL_INTERVAL_S),
             ]
-        if op == "status":
+        if isinstance(op, Status):
             return [
                 RateRule(f"slack:msg:{row.key}", self.message_interval_s, per_object=True),
                 RateRule("slack:update", UPDATE_INTERVAL_S),
             ]
-        channel = row.payload.get("channel")
-        if op == "reply" and channel:
-            return [RateRule(f"slack:channel:{channel}", CHANNEL_INTERVAL_S)]
+        if isinstance(op, ThreadReply) and op.channel:
+            return [RateRule(f"slack:channel:{op.channel}", CHANNEL_INTERVAL_S)]
         # Reactions and ephemeral answers do not count against a channel's posting rate.
-        if op == "react":
+        if isinstance(op, React):
             return [RateRule("slack:reactions", REACTION_INTERVAL_S)]
-        if op == "ephemeral":
+        if isinstance(op, Ephemeral):
             return [RateRule("slack:ephemeral", EPHEMERAL_INTERVAL_S)]
         return []
 
     async def deliver(self, row: Outbox, ctx: DeliveryContext) -> Delivered:
         """Make Slack match ``row``; raise :class:`RetryLater` or :class:`GiveUp`."""
-        handlers: dict[str, Callable[[dict[str, Any], DeliveryContext, Outbox], Awaitable[Delivered]]] = {
-            "status": self._status,
-            "reply": self._reply,
-            "react": self._react,
-            "ephemeral": self._ephemeral,
-            "respond": self._respond,
-        }
-        handler = handlers.get(str(row.payload.get("op")))
-        if handler is None:
-            raise GiveUp(f"unknown slack op {row.payload.get('op')!r}")
+        op = OPERATIONS.parse(row)
         if self.before_send is not None:
             await self.before_send()
         try:
-            return await handler(row.payload, ctx, row)
+            if isinstance(op, Status):
+                return await self._status(op, ctx, row)
+            if isinstance(op, ThreadReply):
+                return await self._reply(op, ctx)
+            if isinstance(op, React):
+                return await self._react(op)
+            if isinstance(op, Ephemeral):
+                return await self._ephemeral(op)
+            return await self._respond(op)
         except SlackApiError as exc:
             raise classify(exc) from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -124,10 +123,10 @@ class SlackNotifier:
 
     # -- ops ------------------------------------------------------------------------------------
 
-    async def _status(self, p: dict[str, Any], ctx: DeliveryContext, row: Outbox) -> Delivered:
-        view = await load_view(self.store.sessions, str(p["task_id"]))
+    async def _status(self, op: Status, ctx: DeliveryContext, row: Outbox) -> Delivered:
+        view = await load_view(self.store.sessions, op.task_id)
         if view is None:
-            raise GiveUp(f"task {p['task_id']} no longer exists")
+            raise GiveUp(f"task {op.task_id} no longer exists")
         text, blocks = self._scrub(*messages.status_message(view, self.public_url))
         ref = await ctx.recall(row.key)
         if ref is not None:
@@ -138,69 +137,68 @@ class SlackNotifier:
                 if _error(exc) not in _GONE:
                     raise
                 # Deleted or no longer editable: post a fresh status message instead.
-                log.info("status message of %s is gone (%s); posting a new one", p["task_id"], _error(exc))
-        thread_ts = p.get("thread_ts")
-        resp = await self._post(p["channel"], text, blocks, thread_ts=thread_ts, dm_user=p.get("user"))
+                log.info("status message of %s is gone (%s); posting a new one", op.task_id, _error(exc))
+        resp = await self._post(op.channel, text, blocks, thread_ts=op.thread_ts, dm_user=op.user)
         ref = {"channel": resp["channel"], "ts": resp["ts"]}
         await ctx.remember(row.key, ref)
-        if not thread_ts:
+        if not op.thread_ts:
             # The status message starts the thread: replies in it are follow-ups for this task.
-            await self.store.index_thread(ref["channel"], ref["ts"], str(p["task_id"]))
+            await self.store.index_thread(ref["channel"], ref["ts"], op.task_id)
         return Delivered(ref=ref)
 
-    async def _reply(self, p: dict[str, Any], ctx: DeliveryContext, row: Outbox) -> Delivered:
-        channel, thread_ts = p["channel"], p.get("thread_ts")
-        if p.get("after_status") or not thread_ts:
+    async def _reply(self, op: ThreadReply, ctx: DeliveryContext) -> Delivered:
+        channel, thread_ts = op.channel, op.thread_ts
+        if op.after_status or not thread_ts:
             # The status message heads the thread (or is its parent, for slash commands and
             # announcements): a milestone waits for it, so it never lands above it.
-            status = await ctx.recall(status_key(str(p["task_id"])))
+            status = await ctx.recall(status_key(str(op.task_id)))
             if status is None:
                 raise RetryLater("the status message is not posted yet", after_s=0.5)
             if not thread_ts:
                 channel, thread_ts = status["channel"], status["ts"]
         tail: list[str] = []
-        if p.get("log_tail") and p.get("task_id"):
-            tail = await log_tail(self.store.sessions, str(p["task_id"]), int(p["log_tail"]))
-        text, blocks = self._scrub(*messages.reply_message(str(p["text"]), tail))
+        if op.log_tail and op.task_id:
+            tail = await log_tail(self.store.sessions, op.task_id, op.log_tail)
+        text, blocks = self._scrub(*messages.reply_message(op.text, tail))
         resp = await self.client.chat_postMessage(
             channel=channel,
             thread_ts=thread_ts,
             text=text,
             blocks=blocks,
-            reply_broadcast=bool(p.get("broadcast")),
+            reply_broadcast=op.broadcast,
         )
         return Delivered(ref={"channel": resp["channel"], "ts": resp["ts"]})
 
-    async def _react(self, p: dict[str, Any], ctx: DeliveryContext, row: Outbox) -> Delivered:
+    async def _react(self, op: React) -> Delivered:
         try:
-            await self.client.reactions_add(channel=p["channel"], timestamp=p["ts"], name=p["name"])
+            await self.client.reactions_add(channel=op.channel, timestamp=op.ts, name=op.name)
         except SlackApiError as exc:
             if _error(exc) != "already_reacted":  # a retry after a lost answer
                 raise
         return Delivered()
 
-    async def _ephemeral(self, p: dict[str, Any], ctx: DeliveryContext, row: Outbox) -> Delivered:
-        text, blocks = self._scrub(str(p["text"]), sections(str(p["text"]), 10))
+    async def _ephemeral(self, op: Ephemeral) -> Delivered:
+        text, blocks = self._scrub(op.text, sections(op.text, 10))
         try:
             resp = await self.client.chat_postEphemeral(
-                channel=p["channel"], user=p["user"], text=text, blocks=blocks, thread_ts=p.get("thread_ts")
+                channel=op.channel, user=op.user, text=text, blocks=blocks, thread_ts=op.thread_ts
             )
             return Delivered(ref={"message_ts": resp.get("message_ts")})
         except SlackApiError as exc:
             if _error(exc) not in _NO_ACCESS:
                 raise
-        return await self._dm(str(p["user"]), text, blocks)
+        return await self._dm(op.user, text, blocks)
 
-    async def _respond(self, p: dict[str, Any], ctx: DeliveryContext, row: Outbox) -> Delivered:
-        text, blocks = self._scrub(str(p["text"]), sections(str(p["text"]), 10))
-        url = str(p.get("response_url") or "")
-        fresh = time.time() - float(p.get("issued_at") or 0) < RESPONSE_URL_TTL_S
+    async def _respond(self, op: Respond) -> Delivered:
+        text, blocks = self._scrub(op.text, sections(op.text, 10))
+        url = op.response_url or ""
+        fresh = time.time() - op.issued_at < RESPONSE_URL_TTL_S
         if url and fresh and self._allowed(url):
             hook = AsyncWebhookClient(url, timeout=10)
             resp = await hook.send(
                 text=text,
                 blocks=blocks,
-                response_type="ephemeral" if p.get("private", True) else "in_channel",
+                response_type="ephemeral" if op.private else "in_channel",
                 replace_original=False,
             )
             if resp.status_code == 200:
@@ -209,9 +207,9 @@ class SlackNotifier:
                 raise RetryLater(f"response_url answered {resp.status_code}", after_s=_after(resp.headers))
             log.info("response_url answered %s (%s); falling back to a message", resp.status_code, resp.body)
         # Expired, used up or refused: say it with chat.postMessage instead.
-        if p.get("private", True) or not p.get("channel"):
-            return await self._dm(str(p["user"]), text, blocks)
-        resp2 = await self.client.chat_postMessage(channel=p["channel"], text=text, blocks=blocks)
+        if op.private or not op.channel:
+            return await self._dm(op.user, text, blocks)
+        resp2 = await self.client.chat_postMessage(channel=op.channel, text=text, blocks=blocks)
         return Delivered(ref={"channel": resp2["channel"], "ts": resp2["ts"]})
 
     # -- helpers --------------------------------------------------------------------------------

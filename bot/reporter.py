@@ -16,12 +16,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from bot import messages
+from bot.operations import CHANNEL, React, Status, ThreadReply
 from core.links import SlackLinks
 from core.models import EventType, RunEvent, Task, TaskSource
 from core.outbox import OutboxMessage, is_first
 from core.states import TaskState
 
-CHANNEL = "slack"
 STATUS_TYPES = frozenset(
     {
         EventType.status.value,
@@ -67,17 +67,16 @@ class SlackReporter:
             return []
         out: list[OutboxMessage] = []
         if event.type in STATUS_TYPES or (event.type == EventType.log.value and event.seq % LOG_EVERY == 0):
-            payload = {
-                "op": "status",
-                "task_id": task.id,
-                "channel": home.channel,
-                "thread_ts": home.thread_ts,
-                "user": home.user,
-                "seq": event.seq,
-            }
-            if is_first(event):
-                payload["ack"] = True  # the status message's first post acknowledges the request
-            out.append(OutboxMessage(CHANNEL, status_key(task.id), "upsert", payload))
+            status = Status(
+                task_id=task.id,
+                channel=home.channel,
+                thread_ts=home.thread_ts,
+                user=home.user,
+                seq=event.seq,
+                # The status message's first post acknowledges the request.
+                ack=is_first(event),
+            )
+            out.append(OutboxMessage(status_key(task.id), "upsert", status))
         if event.type == EventType.question.value:
             out.append(self._reply(task, event, home, "question", messages.question(event.data)))
         elif event.type == EventType.status.value:
@@ -113,17 +112,12 @@ class SlackReporter:
             )
         )
         if home.message_ts:
+            name = "white_check_mark" if state is TaskState.succeeded else "x"
             out.append(
                 OutboxMessage(
-                    CHANNEL,
                     f"slack:react:{task.id}",
                     "append",
-                    {
-                        "op": "react",
-                        "channel": home.channel,
-                        "ts": home.message_ts,
-                        "name": "white_check_mark" if state is TaskState.succeeded else "x",
-                    },
+                    React(channel=home.channel, ts=home.message_ts, name=name),
                     idempotency_key=f"slack:{task.id}:{event.seq}:react",
                 )
             )
@@ -140,20 +134,16 @@ class SlackReporter:
         broadcast: bool = False,
         log_tail: int = 0,
     ) -> OutboxMessage:
+        reply = ThreadReply(
+            task_id=task.id,
+            channel=home.channel,
+            thread_ts=home.thread_ts,
+            text=text,
+            broadcast=broadcast,
+            log_tail=log_tail,
+            # Milestones go under the status message, which must head the thread.
+            after_status=True,
+        )
         return OutboxMessage(
-            CHANNEL,
-            f"slack:reply:{task.id}",
-            "append",
-            {
-                "op": "reply",
-                "task_id": task.id,
-                "channel": home.channel,
-                "thread_ts": home.thread_ts,
-                "text": text,
-                "broadcast": broadcast,
-                "log_tail": log_tail,
-                # Milestones go under the status message, which must head the thread.
-                "after_status": True,
-            },
-            idempotency_key=f"slack:{task.id}:{event.seq}:{what}",
+            f"slack:reply:{task.id}", "append", reply, idempotency_key=f"slack:{task.id}:{event.seq}:{what}"
         )

@@ -13,14 +13,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import timedelta
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
 from core.clock import utcnow
 from core.db import Sessions
-from core.models import Delivery, ExternalRef, Outbox, Task
-from core.outbox import OutboxMessage
+from core.models import Delivery, ExternalRef, Task
+from core.outbox import OutboxMessage, write_messages
 from core.refs import RefStore
 from core.states import TERMINAL
 
@@ -105,30 +105,9 @@ class Store:
 
     async def send(self, messages: Sequence[OutboxMessage], task_id: str | None = None) -> None:
         """Queue notifications that are not caused by a task event (replies to a person)."""
-        if not messages:
-            return
-        now = utcnow()
-        rows = [
-            {
-                "channel": m.channel,
-                "key": m.key,
-                "kind": m.kind,
-                "payload": m.payload,
-                "idempotency_key": m.idempotency_key,
-                "state": "pending",
-                "attempts": 0,
-                "next_attempt_at": now,
-                "created_at": now,
-                "task_id": task_id,
-            }
-            for m in messages
-        ]
-        try:
-            async with self.sessions.begin() as session:
-                await session.execute(insert(Outbox), rows)
-        except IntegrityError:
-            # Same idempotency key: this reply was queued by an earlier attempt of the delivery.
-            pass
+        # A repeated idempotency key: this reply was queued by an earlier attempt of the delivery.
+        async with self.sessions.begin() as session:
+            await write_messages(session, messages, task_id, skip_duplicates=True)
 
     async def running_tasks(self, requester: str, limit: int = 20) -> list[Task]:
         """The requester's tasks that have not ended, newest first."""

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
-from sqlalchemy import insert, update
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col
@@ -21,8 +22,8 @@ from sqlmodel import col
 from core.clock import utcnow
 from core.errors import InvalidTransition
 from core.events import ParsedEvent
-from core.models import EventType, Outbox, RunEvent, Task
-from core.outbox import OutboxMessage, Reporter
+from core.models import EventType, RunEvent, Task
+from core.outbox import OutboxMessage, Reporter, write_messages
 from core.states import TaskState, check_transition
 
 log = logging.getLogger(__name__)
@@ -96,30 +97,11 @@ class Journal:
                 if urgent:
                     urgent_keys.add((m.channel, m.key))
         keep = [
-            (m, urgent or (m.channel, m.key) in urgent_keys)
+            replace(m, urgent=urgent or (m.channel, m.key) in urgent_keys)
             for i, (m, urgent) in enumerate(messages)
             if m.kind != "upsert" or last_upsert[(m.channel, m.key)] == i
         ]
-        now = utcnow()
-        await session.execute(
-            insert(Outbox),
-            [
-                {
-                    "channel": m.channel,
-                    "key": m.key,
-                    "kind": m.kind,
-                    "payload": m.payload,
-                    "idempotency_key": m.idempotency_key,
-                    "urgent": urgent,
-                    "state": "pending",
-                    "attempts": 0,
-                    "next_attempt_at": now,
-                    "created_at": now,
-                    "task_id": task.id,
-                }
-                for m, urgent in keep
-            ],
-        )
+        await write_messages(session, keep, task.id)
 
     async def transition(
         self,

@@ -13,21 +13,19 @@ import logging
 from dataclasses import dataclass, replace
 from typing import Any
 
-from core.clock import utcnow
 from core.commands import Command, Mention, Registry, Reply
 from core.errors import InvalidTransition, NotFound
 from core.handlers import CommandContext, handle
 from core.links import GitHubLinks, PullRequestInfo, RepoSettings, ReviewComment, TaskLinks
-from core.models import Outbox, Task, TaskSource
-from core.outbox import OutboxMessage
+from core.models import Task, TaskSource
+from core.outbox import OutboxMessage, write_messages
 from core.refs import get_ref
-from core.sql import insert_ignore
 from core.states import TaskState
+from github_app.operations import Comment, Reaction
 from github_app.permissions import can_write
 from github_app.services import PR_REF, GitHubServices
 
 log = logging.getLogger(__name__)
-CHANNEL = "github"
 
 
 @dataclass(frozen=True)
@@ -254,43 +252,30 @@ class Ingress:
 
     async def react(self, target: Target, trigger: Trigger) -> None:
         """👀 on the triggering comment (or issue), sent through the outbox right away."""
-        payload = {
-            "op": "reaction",
-            "installation_id": target.installation_id,
-            "repo": target.repo,
-            "number": target.number,
-            "comment_id": trigger.comment_id,
-            "comment_kind": trigger.comment_kind if trigger.comment_id else "issue_itself",
-            "content": "eyes",
-            "ack": True,  # the first feedback: its own lane, ahead of other tasks' progress
-        }
-        await self.send(OutboxMessage(CHANNEL, f"github:eyes:{self.delivery_id}", "append", payload))
+        reaction = Reaction(
+            installation_id=target.installation_id,
+            repo=target.repo,
+            number=target.number,
+            comment_id=trigger.comment_id,
+            comment_kind=(trigger.comment_kind if trigger.comment_id else None) or "issue_itself",
+            content="eyes",
+            ack=True,  # the first feedback: its own lane, ahead of other tasks' progress
+        )
+        await self.send(OutboxMessage(f"github:eyes:{self.delivery_id}", "append", reaction))
 
     async def reply(self, target: Target, author: str, text: str) -> None:
         """A conversation comment answering ``author`` (sent through the outbox)."""
-        key = f"github:reply:{self.delivery_id}"
-        payload = {
-            "op": "comment",
-            "installation_id": target.installation_id,
-            "repo": target.repo,
-            "number": target.number,
-            "body": f"@{author} {text}",
-        }
-        await self.send(OutboxMessage(CHANNEL, key, "append", payload))
+        comment = Comment(
+            installation_id=target.installation_id,
+            repo=target.repo,
+            number=target.number,
+            body=f"@{author} {text}",
+        )
+        await self.send(OutboxMessage(f"github:reply:{self.delivery_id}", "append", comment))
 
     async def send(self, message: OutboxMessage) -> None:
         """Write one outbox row; its idempotency key makes a replayed delivery write nothing."""
-        row = {
-            "channel": message.channel,
-            "key": message.key,
-            "kind": message.kind,
-            "payload": message.payload,
-            "idempotency_key": message.idempotency_key or message.key,
-            "state": "pending",
-            "attempts": 0,
-            "next_attempt_at": utcnow(),
-            "created_at": utcnow(),
-            "task_id": self.task_id,
-        }
+        if message.idempotency_key is None:
+            message = replace(message, idempotency_key=message.key)
         async with self.svc.sessions.begin() as session:
-            await insert_ignore(session, Outbox, [row], ["idempotency_key"])
+            await write_messages(session, [message], self.task_id, skip_duplicates=True)

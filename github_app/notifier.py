@@ -18,12 +18,12 @@ from datetime import timedelta
 from typing import Any
 
 from core.models import Outbox
-from core.outbox import Delivered, DeliveryContext, GiveUp, RateRule, RetryLater, is_ack
+from core.outbox import Delivered, DeliveryContext, GiveUp, RateRule, RetryLater
 from github_app.api import MAX_ANNOTATIONS, GitHubAPI, marker
 from github_app.client import ack_lane
 from github_app.errors import GitHubRateLimited, GitHubRejected, GitHubUnavailable, InstallationRevoked
+from github_app.operations import CHANNEL, OPERATIONS, Check, Comment, Reaction, Tracking
 from github_app.render import check_run, tracking_comment
-from github_app.reporter import CHANNEL
 from github_app.view import ViewLoader
 
 
@@ -54,11 +54,12 @@ class GitHubNotifier:
         twice ``ack_reserve``): acknowledgements may use all of it, other writes leave them the last
         ``ack_reserve`` and go ``write_interval_s`` apart; one object is edited at most every
         ``edit_interval_s``. So a new request's 👀 never queues behind other tasks' progress."""
-        installation = row.payload.get("installation_id")
+        op = OPERATIONS.parse_or_none(row)
+        installation = op.installation_id if op is not None else None
         budget = RateRule(
             f"github:installation:{installation}:budget", self.write_interval_s, burst=2 * self.ack_reserve
         )
-        if is_ack(row):
+        if op is not None and op.ack:
             return [budget]
         rules = [
             RateRule(f"github:installation:{installation}", self.write_interval_s),
@@ -70,9 +71,9 @@ class GitHubNotifier:
 
     async def deliver(self, row: Outbox, ctx: DeliveryContext) -> Delivered:
         """Send ``row``; raise :class:`RetryLater` or :class:`GiveUp` as the contract says."""
-        op = row.payload.get("op")
+        op = OPERATIONS.parse(row)
         try:
-            with ack_lane(is_ack(row)):
+            with ack_lane(op.ack):
                 return await self._deliver(op, row, ctx)
         except GitHubRateLimited as exc:
             raise RetryLater(str(exc), exc.retry_after_s, scope="bucket") from exc
@@ -83,44 +84,42 @@ class GitHubNotifier:
         except GitHubRejected as exc:
             raise GiveUp(str(exc)) from exc
 
-    async def _deliver(self, op: object, row: Outbox, ctx: DeliveryContext) -> Delivered:
-        if op == "reaction":
-            return await self._reaction(row)
-        if op == "comment":
-            return await self._reply(row, ctx)
-        if op == "tracking":
-            return await self._tracking(row, ctx)
-        if op == "check":
-            return await self._check(row, ctx)
-        raise GiveUp(f"unknown github outbox op {op!r}")
+    async def _deliver(
+        self, op: Reaction | Comment | Tracking | Check, row: Outbox, ctx: DeliveryContext
+    ) -> Delivered:
+        if isinstance(op, Reaction):
+            return await self._reaction(op)
+        if isinstance(op, Comment):
+            return await self._reply(op, row, ctx)
+        if isinstance(op, Tracking):
+            return await self._tracking(op, row, ctx)
+        return await self._check(op, row, ctx)
 
     # -- ops ----------------------------------------------------------------------------------
 
-    async def _reaction(self, row: Outbox) -> Delivered:
-        p = row.payload
-        inst, repo = int(p["installation_id"]), str(p["repo"])
-        kind = p.get("comment_kind")
-        if kind == "issue_itself" or not p.get("comment_id"):
-            await self.api.react_issue(inst, repo, int(p["number"]), str(p.get("content", "eyes")))
+    async def _reaction(self, op: Reaction) -> Delivered:
+        if op.comment_kind == "issue_itself" or not op.comment_id:
+            await self.api.react_issue(op.installation_id, op.repo, op.number, op.content)
         else:
-            await self.api.react(inst, repo, int(p["comment_id"]), str(kind), str(p.get("content", "eyes")))
+            await self.api.react(op.installation_id, op.repo, op.comment_id, op.comment_kind, op.content)
         return Delivered()
 
-    async def _reply(self, row: Outbox, ctx: DeliveryContext) -> Delivered:
-        p = row.payload
+    async def _reply(self, op: Comment, row: Outbox, ctx: DeliveryContext) -> Delivered:
         ref = await ctx.recall(row.key)
         if ref and ref.get("id"):
             return Delivered(ref)  # already posted
-        body = f"{marker(row.key)}\n{p['body']}"
-        comment_id = await self._create_comment(row, ctx, ref, body, since=row.created_at)
+        body = f"{marker(row.key)}\n{op.body}"
+        comment_id = await self._create_comment(op, op.number, row, ctx, ref, body, since=row.created_at)
         return Delivered({"id": comment_id})
 
-    async def _tracking(self, row: Outbox, ctx: DeliveryContext) -> Delivered:
-        view = await self.views.load(str(row.payload["task_id"]))
+    async def _tracking(self, op: Tracking, row: Outbox, ctx: DeliveryContext) -> Delivered:
+        view = await self.views.load(op.task_id)
         if view is None:
             raise GiveUp("task no longer exists")
+        if op.number is None:
+            raise GiveUp("the task has no issue or pull request to comment on")
         body = tracking_comment(view, row.key)
-        inst, repo = int(row.payload["installation_id"]), str(row.payload["repo"])
+        inst, repo = op.installation_id, op.repo
         ref = await ctx.recall(row.key)
         if ref and ref.get("id"):
             try:
@@ -130,23 +129,26 @@ class GitHubNotifier:
                 if exc.status != 404:
                     raise
                 ref = None  # someone deleted it: post it again
-        comment_id = await self._create_comment(row, ctx, ref, body, since=view.created_at)
+        comment_id = await self._create_comment(op, op.number, row, ctx, ref, body, since=view.created_at)
         return Delivered({"id": comment_id})
 
     async def _create_comment(
-        self, row: Outbox, ctx: DeliveryContext, ref: dict[str, Any] | None, body: str, since: Any
+        self,
+        op: Comment | Tracking,
+        number: int,
+        row: Outbox,
+        ctx: DeliveryContext,
+        ref: dict[str, Any] | None,
+        body: str,
+        since: Any,
     ) -> int:
-        inst, repo, number = (
-            int(row.payload["installation_id"]),
-            str(row.payload["repo"]),
-            int(row.payload["number"]),
-        )
+        inst, repo = op.installation_id, op.repo
         if ref and ref.get("creating"):
             # An earlier create may have landed: look for our marker before posting again.
             found = await self.api.find_comment(inst, repo, number, row.key, since - timedelta(minutes=5))
             if found is not None:
                 await ctx.remember(row.key, {"id": found})
-                if row.payload.get("op") == "tracking":
+                if isinstance(op, Tracking):
                     await self.api.update_comment(inst, repo, found, body)
                 return found
         await ctx.remember(row.key, {"creating": True})
@@ -154,15 +156,11 @@ class GitHubNotifier:
         await ctx.remember(row.key, {"id": int(created["id"])})
         return int(created["id"])
 
-    async def _check(self, row: Outbox, ctx: DeliveryContext) -> Delivered:
-        view = await self.views.load(str(row.payload["task_id"]))
+    async def _check(self, op: Check, row: Outbox, ctx: DeliveryContext) -> Delivered:
+        view = await self.views.load(op.task_id)
         if view is None:
             raise GiveUp("task no longer exists")
-        inst, repo, sha = (
-            int(row.payload["installation_id"]),
-            str(row.payload["repo"]),
-            str(row.payload["head_sha"]),
-        )
+        inst, repo, sha = op.installation_id, op.repo, op.head_sha
         body = check_run(view, self.check_name)
         ref = dict(await ctx.recall(row.key) or {})
         # A new run after a completed one gets a fresh check run; the old one stays as history.

@@ -1,8 +1,9 @@
 """The GitHub reporter: which task events should refresh the check run and the tracking comment.
 
-Pure (no I/O, called inside the transaction that stores the event): it emits ``upsert`` rows keyed
-per task, and the outbox keeps only the latest pending one per key — so a burst of a thousand agent
-events costs a couple of API calls. The rows carry routing data only; the notifier renders the task
+Pure (no I/O, called inside the transaction that stores the event): it emits ``upsert`` rows
+(:class:`~github_app.operations.Tracking`, :class:`~github_app.operations.Check`) keyed per task,
+and the outbox keeps only the latest pending one per key — so a burst of a thousand agent events
+costs a couple of API calls. The rows carry routing data only; the notifier renders the task
 from the database when it sends, so what GitHub shows is never older than the row that caused it.
 """
 
@@ -11,8 +12,8 @@ from __future__ import annotations
 from core.links import GitHubLinks
 from core.models import EventType, RunEvent, Task
 from core.outbox import OutboxMessage, is_first
+from github_app.operations import CHANNEL, Check, Tracking
 
-CHANNEL = "github"
 # Log lines, tool calls and heartbeats change nothing the comment shows.
 _SHOWN = frozenset(
     {EventType.status, EventType.progress, EventType.result, EventType.error, EventType.question}
@@ -39,17 +40,11 @@ class GitHubReporter:
         gh = GitHubLinks.of(task)
         if gh is None or event.type not in _SHOWN:
             return []
-        base = {
-            "task_id": task.id,
-            "installation_id": gh.installation_id,
-            "repo": task.repo,
-            "number": gh.number,
-            "seq": event.seq,
-        }
-        messages = [OutboxMessage(CHANNEL, comment_key(task.id), "upsert", {**base, "op": "tracking"})]
+        where = {"installation_id": gh.installation_id, "repo": task.repo, "number": gh.number}
+        tracking = Tracking(task_id=task.id, seq=event.seq, **where)
+        messages = [OutboxMessage(comment_key(task.id), "upsert", tracking)]
         if gh.head_sha:
-            payload = {**base, "op": "check", "head_sha": gh.head_sha}
-            if is_first(event):
-                payload["ack"] = True  # the queued check run: an acknowledgement, in its own lane
-            messages.append(OutboxMessage(CHANNEL, check_key(task.id), "upsert", payload))
+            # The queued check run is an acknowledgement: it goes in its own lane.
+            check = Check(task_id=task.id, seq=event.seq, head_sha=gh.head_sha, ack=is_first(event), **where)
+            messages.append(OutboxMessage(check_key(task.id), "upsert", check))
         return messages

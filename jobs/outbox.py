@@ -39,7 +39,7 @@ from core.clock import utcnow
 from core.config import OutboxConfig
 from core.db import Sessions
 from core.models import Lock, Outbox, OutboxState
-from core.outbox import GiveUp, Notifier, RateRule, RetryLater, is_ack
+from core.outbox import GiveUp, Notifier, RateRule, RetryLater, is_ack, mark_ack
 from core.refs import RefStore
 from jobs.dependencies import describe
 from jobs.pacing import Pacing
@@ -196,7 +196,7 @@ class OutboxSender:
                 # first feedback on a request (the object does not exist yet) stays an acknowledgement.
                 newest.urgent = newest.urgent or any(r.urgent for r in older)
                 if any(is_ack(r) for r in older) and not is_ack(newest):
-                    newest.payload = {**newest.payload, "ack": True}
+                    mark_ack(newest)
                 # Keep the group's order: appends before the newest upsert stay before it.
                 group = [r for r in group if r.kind != "upsert" or r is newest]
             work.append(group)

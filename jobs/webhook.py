@@ -20,14 +20,23 @@ import hmac
 import json
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.clock import utcnow
 from core.models import EventType, Outbox, RunEvent, Task
-from core.outbox import Delivered, DeliveryContext, GiveUp, OutboxMessage, RateRule, RetryLater
+from core.outbox import (
+    Delivered,
+    DeliveryContext,
+    GiveUp,
+    Operation,
+    Operations,
+    OutboxMessage,
+    RateRule,
+    RetryLater,
+)
 from core.ports import Integration
 from core.settings import Settings
 
@@ -62,6 +71,31 @@ def retry_after(response: httpx.Response) -> float | None:
     return None
 
 
+class StatusRecord(Operation):
+    """The ``webhook`` channel's one operation: bring a task's status record up to date."""
+
+    CHANNEL: ClassVar[str] = CHANNEL
+
+    op: Literal["record"] = "record"
+    task_id: str
+    repo: str
+    state: str
+    reason: str | None = None
+    event: str
+    seq: int
+    summary: str | None = None
+    pr_url: str | None = None
+    ts: str
+
+    def body(self, key: str) -> dict[str, Any]:
+        """What the endpoint receives: the record's key and fields (not the outbox's own)."""
+        return {"key": key, **self.model_dump(mode="json", exclude={"op", "ack"})}
+
+
+# Rows written before operations were typed carry no ``op``: the one operation is the default.
+OPERATIONS: Operations[StatusRecord] = Operations(CHANNEL, StatusRecord)
+
+
 class WebhookReporter:
     """Every status change (and result or question) of a task updates its status record."""
 
@@ -75,24 +109,20 @@ class WebhookReporter:
         # Only status events are the orchestrator's: a result or question comes from the agent,
         # so its data never supplies the state, the reason or a pull request link.
         status = event.data if event.type == EventType.status.value else {}
-        payload = {
-            "task_id": task.id,
-            "repo": task.repo,
-            "state": status.get("state", task.state),
-            "reason": status.get("reason"),
-            "event": event.type,
-            "seq": event.seq,
-            "summary": status.get("summary", task.summary),
-            "pr_url": status.get("pr_url", task.pr_url),
-            "ts": event.ts.isoformat(),
-        }
+        record = StatusRecord(
+            task_id=task.id,
+            repo=task.repo,
+            state=status.get("state", task.state),
+            reason=status.get("reason"),
+            event=event.type,
+            seq=event.seq,
+            summary=status.get("summary", task.summary),
+            pr_url=status.get("pr_url", task.pr_url),
+            ts=event.ts.isoformat(),
+        )
         return [
             OutboxMessage(
-                CHANNEL,
-                f"webhook:{i}:task:{task.id}",
-                "upsert",
-                payload,
-                f"webhook:{i}:{task.id}:{event.seq}",
+                f"webhook:{i}:task:{task.id}", "upsert", record, f"webhook:{i}:{task.id}:{event.seq}"
             )
             for i in range(len(self.targets))
         ]
@@ -117,7 +147,7 @@ class WebhookNotifier:
     async def deliver(self, row: Outbox, ctx: DeliveryContext) -> Delivered:
         """Create the record once, update it afterwards."""
         target = self._target(row)
-        body = {"key": row.key, **row.payload}
+        body = OPERATIONS.parse(row).body(row.key)
         ref = await ctx.recall(row.key)
         if ref is None and row.attempts > 0:
             # An earlier create may have been applied before its answer was lost: look first.

@@ -265,12 +265,12 @@ def test_reporter_maps_events_to_status_upserts_and_milestones() -> None:
     out = {name: reporter.messages(task, event) for name, event in cases.items()}
     assert [m.key for m in out["queued"]] == [status_key(task.id)]
     assert out["log"] == [] and [m.kind for m in out["log25"]] == ["upsert"]
-    assert "Started (attempt 1)" in out["started"][1].payload["text"]
-    assert "which DB?" in out["question"][1].payload["text"]
-    kinds = [(m.payload["op"], m.payload.get("broadcast")) for m in out["failed"]]
+    assert "Started (attempt 1)" in out["started"][1].op.payload()["text"]
+    assert "which DB?" in out["question"][1].op.payload()["text"]
+    kinds = [(m.op.payload()["op"], m.op.payload().get("broadcast")) for m in out["failed"]]
     assert kinds == [("status", None), ("reply", False), ("reply", True), ("react", None)]
-    assert "Pull request opened" in out["failed"][1].payload["text"]
-    assert out["failed"][2].payload["log_tail"] == 20
+    assert "Pull request opened" in out["failed"][1].op.payload()["text"]
+    assert out["failed"][2].op.payload()["log_tail"] == 20
     keys = [m.idempotency_key for ms in out.values() for m in ms if m.idempotency_key]
     assert len(keys) == len(set(keys))
 
@@ -280,7 +280,7 @@ def test_reporter_ignores_tasks_without_a_slack_home_unless_announced() -> None:
     assert SlackReporter().messages(github, _event(1, "status", {"state": "queued"})) == []
     announced = SlackReporter(lambda repo: "C0API" if repo == "acme/api" else None)
     [upsert] = announced.messages(github, _event(1, "status", {"state": "queued"}))
-    assert upsert.payload["channel"] == "C0API" and upsert.payload["thread_ts"] is None
+    assert upsert.op.payload()["channel"] == "C0API" and upsert.op.payload()["thread_ts"] is None
 
 
 # -------------------------------------------------------------------------- onboarding and layering
