@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,25 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-Sessions = async_sessionmaker[AsyncSession]
+# Execution option marking a connection whose transaction will write (see Sessions.begin).
+_WRITES = "handoff_writes"
+
+
+class Sessions(async_sessionmaker[AsyncSession]):
+    """The session factory: ``sessions()`` for reading, ``sessions.begin()`` for a transaction.
+
+    On SQLite a transaction that reads and then writes must take the write lock when it begins
+    (``BEGIN IMMEDIATE``, waiting out ``busy_timeout``): a deferred one that read first cannot
+    upgrade once another connection has written meanwhile, and fails at once with "database is
+    locked" — busy waiting does not apply. Readers stay deferred, so they never wait for writers.
+    """
+
+    @asynccontextmanager
+    async def begin(self) -> AsyncIterator[AsyncSession]:  # type: ignore[override]
+        """A session in a transaction, committed on success and rolled back on error."""
+        async with self() as session, session.begin():
+            await session.connection(execution_options={_WRITES: True})
+            yield session
 
 
 def async_url(url: str) -> str:
@@ -56,6 +76,16 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
             cur.execute("PRAGMA busy_timeout=30000")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
+            # SQLAlchemy emits BEGIN itself (below) instead of the driver's implicit one, which
+            # only begins at the first write and so lets a transaction's reads go unprotected.
+            dbapi_conn.isolation_level = None
+
+        if kwargs.get("isolation_level") != "AUTOCOMMIT":
+
+            @event.listens_for(engine.sync_engine, "begin")
+            def _begin(conn: Any) -> None:
+                immediate = conn.get_execution_options().get(_WRITES)
+                conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         return engine
     # pool_pre_ping lets the API recover by itself after PostgreSQL restarts.
@@ -66,7 +96,7 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
 
 def make_sessions(engine: AsyncEngine) -> Sessions:
     """A session factory whose objects stay usable after commit."""
-    return async_sessionmaker(engine, expire_on_commit=False)
+    return Sessions(engine, expire_on_commit=False)
 
 
 def is_database_outage(exc: BaseException) -> bool:
