@@ -43,9 +43,11 @@ IMAGE = "handoff-sandbox:minimal"
 FIRST = '{"type": "progress", "data": {"step": "first"}}'
 
 
-async def first_events(url: str, n: int, *, mirror: bool, depth: int, redis_url: str) -> list[float]:
+async def first_events(
+    url: str, n: int, *, mirror: bool, depth: int, redis_url: str, where: str | None
+) -> list[float]:
     """Seconds from POST to the first agent event for ``n`` tasks (plus one uncounted warm-up)."""
-    work = Path(tempfile.mkdtemp(prefix="handoff-bench-large-"))
+    work = Path(tempfile.mkdtemp(prefix="handoff-bench-large-", dir=where))
     config = work / "handoff.yml"
     profile = {"image": IMAGE, "history_depth": depth, "limits": {"timeout_s": 600}}
     config.write_text(yaml.safe_dump({"profiles": {"shell": profile}, "limits": {"max_running": 1}}))
@@ -104,6 +106,12 @@ def main() -> None:
     parser.add_argument("--clones", type=int, default=3, help="full-clone tasks")
     parser.add_argument("--history-depth", type=int, default=1)
     parser.add_argument("--small", action="store_true", help="2,000 commits over 2,000 files")
+    parser.add_argument(
+        "--workspace-parent",
+        default=None,
+        help="directory for the workspaces and mirrors (e.g. /dev/shm, to take the disk's file "
+        "creation cost out of the comparison); default: the system's temp directory",
+    )
     args = parser.parse_args()
     redis_url = os.environ.get("HANDOFF_TEST_REDIS_URL") or os.environ.get(
         "REDIS_URL", "redis://127.0.0.1:6379/0"
@@ -115,16 +123,18 @@ def main() -> None:
     )
     with SmartHTTP(repo.parent) as http:
         url = f"{http.url}/{repo.name}"
+        depth, where = args.history_depth, args.workspace_parent
         warm = asyncio.run(
-            first_events(url, args.tasks, mirror=True, depth=args.history_depth, redis_url=redis_url)
+            first_events(url, args.tasks, mirror=True, depth=depth, redis_url=redis_url, where=where)
         )
         cold = asyncio.run(
-            first_events(url, args.clones, mirror=False, depth=args.history_depth, redis_url=redis_url)
+            first_events(url, args.clones, mirror=False, depth=depth, redis_url=redis_url, where=where)
         )
     w, c = summary(warm), summary(cold)
     report = {
         "repository_mb": round(pack_bytes(repo) / 1e6),
         "history_depth": args.history_depth,
+        "workspace_parent": args.workspace_parent or tempfile.gettempdir(),
         "warm_mirror_s": {k: round(v / 1000, 2) for k, v in w.items()},
         "full_clone_s": {k: round(v / 1000, 2) for k, v in c.items()},
         "speedup_p50": round(c["p50"] / w["p50"], 1),
