@@ -123,9 +123,11 @@ class Access:
             return str(repo) if repo else None
         return self.config.channels.get(channel)
 
-    async def bind(self, channel: str, repo: str | None, user: str) -> None:
-        """Bind (or with ``None`` unbind) ``channel``; the announce index sees it at once here."""
-        await self.store.bind(channel, repo, self.identity(user))
+    async def bind(self, channel: str, repo: str | None, actor: str) -> None:
+        """Bind (or with ``None`` unbind) ``channel``; the announce index sees it at once here.
+
+        ``actor`` is who did it, as tasks and the audit log name people (:meth:`identity`)."""
+        await self.store.bind(channel, repo, actor)
         self._bound[channel] = repo
 
     async def refresh_bindings(self, force: bool = False) -> None:

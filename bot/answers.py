@@ -16,7 +16,6 @@ _REPO = r"(?P<repo>[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+)"
 _LEADING_REPO = re.compile(_OPTIONS + r"\s*" + _REPO + r"(?:\s+|$)(?P<rest>.*)$", re.S)
 _TRAILING_REPO = re.compile(r"^(?P<rest>.*?)\s+in\s+" + _REPO + r"\s*\.?\s*$", re.S)
 TASK_ID = re.compile(r"^t_[0-9a-f]{16}$")
-THREAD_COMMANDS = ("status", "cancel", "retry", "approve")
 
 
 @dataclass(frozen=True)

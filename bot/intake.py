@@ -15,7 +15,7 @@ from typing import Any
 
 from bot import answers, messages
 from bot.access import Access, is_repo_name, repo_matches
-from bot.answers import SILENT, TASK_ID, THREAD_COMMANDS, Answer, split_repo, strip_mention
+from bot.answers import SILENT, TASK_ID, Answer, split_repo, strip_mention
 from bot.config import SlackConfig
 from bot.store import Store
 from core.commands import Command, Ignore, Mention, Registry
@@ -120,11 +120,12 @@ class Intake:
         head = words[0].lower() if words else ""
         if head in ("", "help"):
             return self._help()
-        if head in ("bind", "unbind"):
-            return await self._bind(user, channel, head, words[1:])
+        spec = self.registry.find(head, "slack")
+        if spec is not None and not spec.on_task and head != Registry.WORK:
+            return await self._command(user, channel, text, delivery)
         if head == "status" and len(words) == 1:
             return await self._my_tasks(user)
-        if head in THREAD_COMMANDS and len(words) <= 2:
+        if head in self.registry.on_task("slack") and len(words) <= 2:
             task = await self.store.task(words[1]) if len(words) == 2 and TASK_ID.match(words[1]) else None
             if task is None:
                 return Answer(
@@ -143,31 +144,26 @@ class Intake:
 
     def _help(self) -> Answer:
         return Answer(
-            messages.help_text(self.registry.help_text("slack"), self.config.command), outcome="help"
+            messages.help_text(self.registry.help_for("slack"), self.config.command), outcome="help"
         )
 
     async def _my_tasks(self, user: str) -> Answer:
         tasks = await self.store.running_tasks(self.access.identity(user))
         return Answer(messages.task_list(tasks), outcome="listed tasks")
 
-    async def _bind(self, user: str, channel: str, head: str, args: list[str]) -> Answer:
-        actor = self.access.identity(user)
-        if not self.access.is_admin(user):
-            reason = "only Handoff admins (slack.admins in handoff.yml) can bind channels"
-            await self.tasks.audit(actor, f"slack:{head}", "denied", reason=reason, data={"channel": channel})
-            return Answer(f"Sorry, {reason}.", outcome="bind denied")
-        if head == "unbind":
-            await self.access.bind(channel, None, user)
-            await self.tasks.audit(actor, "slack:unbind", "allowed", data={"channel": channel})
-            return Answer("This channel is no longer bound to a repository.", outcome="unbound")
-        if len(args) != 1 or not is_repo_name(args[0]):
-            return Answer(f"Usage: `{self.config.command} bind owner/repo`", outcome="bind usage")
-        await self.access.bind(channel, args[0], user)
-        await self.tasks.audit(actor, "slack:bind", "allowed", data={"channel": channel, "repo": args[0]})
-        return Answer(
-            f"Bound <#{channel}> to `{args[0]}`: `{self.config.command} <what to do>` here works on it.",
-            outcome=f"bound {args[0]}",
+    async def _command(self, user: str, channel: str, text: str, delivery: str) -> Answer:
+        """A command of the registry that needs no task (``bind``, ``unbind``)."""
+        mention = Mention(
+            source="slack",
+            author=self.access.identity(user),
+            text=text,
+            delivery_id=delivery,
+            channel=channel,
+            is_admin=self.access.is_admin(user),
+            task_source=TaskSource.slack.value,
         )
+        reply = await handle(mention, CommandContext(self.tasks, self.registry))
+        return SILENT if isinstance(reply, Ignore) else answers.from_reply(reply)
 
     # -- new tasks ------------------------------------------------------------------------------
 
@@ -228,6 +224,7 @@ class Intake:
             repo=repo,
             can_write=True,
             is_admin=self.access.is_admin(user),
+            channel=channel,
             links=self._links(where.model_copy(update={"allowed_because": decision.reason}), repo),
             context={"slack_user": user, "allowed_because": decision.reason},
             task_source=TaskSource.slack.value,
@@ -317,6 +314,7 @@ class Intake:
             repo=task.repo,
             can_write=decision.allowed,
             is_admin=self.access.is_admin(user),
+            channel=channel,
             links=TaskLinks.of(task),
             context={"slack_user": user, "channel": channel},
             task_source=TaskSource.slack.value,

@@ -18,6 +18,7 @@ from slack_bolt.adapter.starlette.async_handler import to_async_bolt_request, to
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.signature import SignatureVerifier
 
+from bot import commands
 from bot.access import Access
 from bot.app import AckBudget, build_app, make_client
 from bot.config import SlackConfig, parse_slack_config
@@ -29,7 +30,6 @@ from core.bodies import read_capped
 from core.commands import Registry
 from core.config import HandoffConfig
 from core.db import Sessions
-from core.handlers import build_registry
 from core.ports import Integration
 from core.redact import Redactor
 from core.settings import Settings
@@ -45,6 +45,8 @@ class BotServices(Protocol):
     sessions: Sessions
     tasks: TaskService
     config: HandoffConfig
+    # The one command registry; the bot adds Slack's own commands to it.
+    commands: Registry
 
 
 @dataclass
@@ -85,11 +87,7 @@ class SlackBot:
 
 
 def build_bot(
-    settings: Settings,
-    services: BotServices,
-    *,
-    slack_config: SlackConfig | None = None,
-    registry: Registry | None = None,
+    settings: Settings, services: BotServices, *, slack_config: SlackConfig | None = None
 ) -> SlackBot:
     """Build the bot's parts (no I/O: Slack is first called on the first request)."""
     config = slack_config if slack_config is not None else parse_slack_config(services.config.slack)
@@ -102,7 +100,8 @@ def build_bot(
         return [str(u) for u in response.get("users") or []]
 
     access = Access(config, store, group_members)
-    intake = Intake(settings, config, services.tasks, store, access, registry or build_registry())
+    commands.register(services.commands, access, services.tasks, config.command)
+    intake = Intake(settings, config, services.tasks, store, access, services.commands)
     budget = AckBudget()
     reporter = SlackReporter(access.channel_for_repo if config.announce.github_tasks else None)
     api_host = _host(settings.slack_api_url)
@@ -134,14 +133,10 @@ def build_router(bot: SlackBot) -> APIRouter:
 
 
 def build_integration(
-    settings: Settings,
-    services: BotServices,
-    *,
-    slack_config: SlackConfig | None = None,
-    registry: Registry | None = None,
+    settings: Settings, services: BotServices, *, slack_config: SlackConfig | None = None
 ) -> Integration:
     """The Slack :class:`~core.ports.Integration`: router, reporter, notifier; the bot in ``extras``."""
-    bot = build_bot(settings, services, slack_config=slack_config, registry=registry)
+    bot = build_bot(settings, services, slack_config=slack_config)
     return Integration(
         name="slack",
         reporters=[bot.reporter],

@@ -183,14 +183,13 @@ def task_list(tasks: Sequence[Task]) -> str:
 
 
 def help_text(shared: str, command: str) -> str:
-    """The shared command registry's help, then what only Slack offers."""
+    """The shared command registry's help (Slack's commands included), then Slack's other ways in."""
     extra = [
         "",
         "*In Slack*",
         f"• `{command} owner/repo <what to do>` — start a task on that repository from any channel.",
         "• `@Handoff <what to do> [in owner/repo]` in a channel, or a direct message to Handoff.",
         f"• `{command} status` — your tasks that are still going.",
-        f"• `{command} bind owner/repo` / `{command} unbind` — bind this channel to a repository _(admins)_.",
         "• In a task's thread: a reply is a follow-up; `cancel`, `retry` and `status` work there too.",
     ]
     return shared.replace("/handoff", command) + "\n" + "\n".join(extra)

@@ -25,6 +25,7 @@ class Who(StrEnum):
     anyone = "anyone"
     writers = "people with write access"
     requester_or_writers = "the requester or people with write access"
+    admins = "Handoff admins"
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,8 @@ class Mention:
     delivery_id: str
     target_key: str | None = None
     repo: str | None = None
+    # The conversation it was said in, where the platform has one (a Slack channel id).
+    channel: str | None = None
     can_write: bool = False
     is_admin: bool = False
     links: TaskLinks = field(default_factory=TaskLinks)
@@ -92,6 +95,17 @@ class CommandSpec:
     who_can_use: Who
     examples: tuple[str, ...]
     handler: Handler
+    # Where the command exists (a ``Mention.source``: "github", "slack"); empty: everywhere.
+    platforms: frozenset[str] = frozenset()
+    # It acts on one task (the one here, or one named by id): Slack accepts it in a task's thread
+    # and as ``/handoff <name> <task-id>``.
+    on_task: bool = False
+    # Its handler writes its own audit entries (the task service's, or the platform's).
+    audits_itself: bool = False
+
+    def available_on(self, platform: str | None) -> bool:
+        """Whether the command exists on ``platform`` (``None``: anywhere)."""
+        return not self.platforms or platform is None or platform in self.platforms
 
 
 class Registry:
@@ -110,6 +124,9 @@ class Registry:
         description: str,
         who_can_use: Who,
         examples: tuple[str, ...] = (),
+        platforms: frozenset[str] = frozenset(),
+        on_task: bool = False,
+        audits_itself: bool = False,
     ) -> Callable[[Handler], Handler]:
         """Register the decorated handler; help fields are required."""
         if not usage or not description:
@@ -118,7 +135,17 @@ class Registry:
         def register(handler: Handler) -> Handler:
             if name in self._commands:
                 raise ValueError(f"command {name!r} registered twice")
-            self._commands[name] = CommandSpec(name, usage, description, who_can_use, examples, handler)
+            self._commands[name] = CommandSpec(
+                name,
+                usage,
+                description,
+                who_can_use,
+                examples,
+                handler,
+                platforms=platforms,
+                on_task=on_task,
+                audits_itself=audits_itself,
+            )
             return handler
 
         return register
@@ -130,16 +157,29 @@ class Registry:
         """The command called ``name``."""
         return self._commands[name]
 
+    def find(self, name: str, platform: str | None) -> CommandSpec | None:
+        """The command called ``name`` if it exists on ``platform``."""
+        spec = self._commands.get(name)
+        return spec if spec is not None and spec.available_on(platform) else None
+
     @property
     def specs(self) -> list[CommandSpec]:
         """Every command, the free-text one first, then by name."""
         return sorted(self._commands.values(), key=lambda s: (s.name != self.WORK, s.name))
 
+    def on_task(self, platform: str | None = None) -> tuple[str, ...]:
+        """Names of the commands that act on one task (on ``platform``)."""
+        return tuple(s.name for s in self.specs if s.on_task and s.available_on(platform))
+
     def parse(self, mention: Mention) -> Command | Reply | Ignore:
-        """Split the mention's text into a command (free text is the ``work`` command)."""
+        """Split the mention's text into a command (free text is the ``work`` command).
+
+        Only commands that exist on the mention's platform are recognised: elsewhere the same
+        word starts free text, as it always did.
+        """
         text = mention.text.strip()
         if not text:
-            return Reply(self.help_text("markdown" if mention.source == "github" else "slack"))
+            return Reply(self.help_for(mention.source))
         try:
             words = shlex.split(text, posix=True)
         except ValueError:
@@ -154,20 +194,27 @@ class Registry:
                 ok=False,
             )
         head = words[0].lower()
-        if head in self._commands and head != self.WORK and not options:
+        spec = self._commands.get(head)
+        if spec is not None and head != self.WORK and not options and spec.available_on(mention.source):
             return Command(head, words[1:], mention)
         # Free text: keep the original spacing and line breaks of the instructions.
         body = _strip_options(text) if options else text
         return Command(self.WORK, [body], mention, options)
 
-    def help_text(self, style: str = "markdown") -> str:
-        """The help for every command, as GitHub Markdown or Slack mrkdwn (same words)."""
+    def help_text(self, style: str = "markdown", platform: str | None = None) -> str:
+        """The help for every command (of ``platform``), as GitHub Markdown or Slack mrkdwn."""
         bold = "**{}**" if style == "markdown" else "*{}*"
         lines = [bold.format("Handoff commands"), ""]
         for spec in self.specs:
+            if not spec.available_on(platform):
+                continue
             lines.append(f"• `{spec.usage}` — {spec.description} _(who: {spec.who_can_use.value})_")
             lines.extend(f"    e.g. `{example}`" for example in spec.examples)
         return "\n".join(lines)
+
+    def help_for(self, source: str) -> str:
+        """The help for the platform a mention came from, in its markup."""
+        return self.help_text("markdown" if source == "github" else "slack", platform=source)
 
 
 _OPTION = re.compile(r"^\s*(?:--(?:model|agent|base)\s+\S+\s+)+")

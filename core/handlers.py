@@ -62,6 +62,7 @@ def build_registry() -> Registry:
             "/handoff fix the failing date parsing test",
             "/handoff --model gpt-4.1 add type hints to utils.py",
         ),
+        audits_itself=True,  # the task service records what it creates
     )
     async def work(cmd: Command, ctx: CommandContext) -> Reply:
         mention = cmd.mention
@@ -132,15 +133,14 @@ def build_registry() -> Registry:
         "help", usage="/handoff help", description="Show these commands.", who_can_use=Who.anyone
     )
     async def help_(cmd: Command, ctx: CommandContext) -> Reply:
-        return Reply(
-            ctx.registry.help_text("markdown" if cmd.mention.source == "github" else "slack"), private=True
-        )
+        return Reply(ctx.registry.help_for(cmd.mention.source), private=True)
 
     @registry.command(
         "status",
         usage="/handoff status",
         description="Say where the task here stands.",
         who_can_use=Who.anyone,
+        on_task=True,
     )
     async def status(cmd: Command, ctx: CommandContext) -> Reply:
         task = await _task_for(cmd, ctx)
@@ -153,6 +153,8 @@ def build_registry() -> Registry:
         usage="/handoff cancel",
         description="Stop the task running or queued here.",
         who_can_use=Who.requester_or_writers,
+        on_task=True,
+        audits_itself=True,
     )
     async def cancel(cmd: Command, ctx: CommandContext) -> Reply:
         task = await _task_for(cmd, ctx)
@@ -166,7 +168,12 @@ def build_registry() -> Registry:
         return Reply(f"Cancelling task `{task.id}`.", task.id)
 
     @registry.command(
-        "retry", usage="/handoff retry", description="Run the last task here again.", who_can_use=Who.writers
+        "retry",
+        usage="/handoff retry",
+        description="Run the last task here again.",
+        who_can_use=Who.writers,
+        on_task=True,
+        audits_itself=True,
     )
     async def retry(cmd: Command, ctx: CommandContext) -> Reply:
         task = await _task_for(cmd, ctx)
@@ -187,6 +194,8 @@ def build_registry() -> Registry:
         usage="/handoff approve [task-id]",
         description="Let a request from someone without write access run (name it when there are several).",
         who_can_use=Who.writers,
+        on_task=True,
+        audits_itself=True,
     )
     async def approve(cmd: Command, ctx: CommandContext) -> Reply:
         key = cmd.mention.target_key
@@ -233,8 +242,7 @@ async def handle(mention: Mention, ctx: CommandContext) -> Reply | Ignore:
         reply = await spec.handler(parsed, ctx)
     except NotFound as exc:
         reply = Reply(str(exc), ok=False)
-    if parsed.name not in (Registry.WORK, "cancel", "retry", "approve"):
-        # Those record their own audit entries through the task service.
+    if not spec.audits_itself:
         await ctx.tasks.audit(
             mention.author, parsed.name, "answered", task_id=reply.task_id, data={"source": mention.source}
         )

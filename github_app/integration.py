@@ -2,7 +2,7 @@
 
 Called once per process by the composition root when ``settings.github_configured``. ``services``
 is the host's service container (the API's ``Services`` or the worker's ``WorkerContext``): only its
-``sessions``, ``tasks``, ``queue`` and ``config`` are used. The result carries:
+``sessions``, ``tasks``, ``queue``, ``config`` and ``commands`` (the one registry) are used. The result carries:
 
 * ``router`` — ``POST /github/webhooks``
 * ``reporters`` — add to the journal (``services.journal.reporters.extend(...)``)
@@ -19,10 +19,10 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
+from core.commands import Registry
 from core.config import HandoffConfig
 from core.db import Sessions
 from core.errors import ConfigError
-from core.handlers import build_registry
 from core.ports import Integration
 from core.settings import Settings
 from core.tasks import TaskService
@@ -49,6 +49,7 @@ class HostServices(Protocol):
     tasks: TaskService
     queue: Any
     config: HandoffConfig
+    commands: Registry
 
 
 def github_config(config: HandoffConfig) -> GitHubServerConfig:
@@ -105,7 +106,7 @@ def build_services(
         repo_configs=RepoConfigLoader(api, server, list(services.config.profiles)),
         sessions=services.sessions,
         tasks=services.tasks,
-        registry=build_registry(),
+        registry=services.commands,
         events=build_event_registry(),
         screening=Screening(slug=slug, bot_login=f"{slug}[bot]", app_id=app_id),
         app_id=app_id,

@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from core.commands import Registry
 from core.config import HandoffConfig, load_config
 from core.db import Sessions, make_engine, make_sessions
 from core.errors import ConfigError, WorkspaceError
+from core.handlers import build_registry
 from core.journal import Journal
 from core.outbox import Notifier, Reporter
 from core.ports import GitCredentials, Integration, PostPush, Sandbox
@@ -39,6 +41,8 @@ class WorkerContext:
     sandbox: Sandbox
     tasks: TaskService
     journal: Journal
+    # The one command registry (the integrations read and extend it).
+    commands: Registry = field(default_factory=build_registry)
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     # task id -> event that stops its container (set by cancel requests and shutdown).
     active: dict[str, asyncio.Event] = field(default_factory=dict)

@@ -79,6 +79,24 @@ async def _noop(cmd: Command, ctx: object) -> Reply:
     return Reply("")
 
 
+def test_platform_commands_exist_only_where_registered() -> None:
+    registry = build_registry()
+    registry.command(
+        "bind",
+        usage="/handoff bind x",
+        description="d",
+        who_can_use=Who.admins,
+        platforms=frozenset({"slack"}),
+    )(_noop)
+    on_slack = registry.parse(mention("bind acme/web", source="slack"))
+    on_github = registry.parse(mention("bind acme/web"))
+    assert isinstance(on_slack, Command) and on_slack.name == "bind"
+    assert isinstance(on_github, Command) and on_github.name == "work"  # free text, as before
+    assert "/handoff bind x" in registry.help_for("slack")
+    assert "/handoff bind x" not in registry.help_for("github")
+    assert registry.on_task("slack") == ("approve", "cancel", "retry", "status")
+
+
 @pytest.fixture
 async def ctx(sqlite_settings: Settings) -> AsyncIterator[CommandContext]:
     wc: WorkerContext = build_worker_context(sqlite_settings)

@@ -19,9 +19,7 @@ import jinja2
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 
-from core.commands import Registry
 from core.errors import NotFound
-from core.handlers import build_registry
 from core.models import Task
 from core.settings import Settings
 from web.dashboard import filters
@@ -96,8 +94,6 @@ class Dashboard:
                 settings.github_api_url,
             )
         self.access = RepoAccess(settings.github_api_url)
-        # The help on the overview; ``services.commands`` wins when the composition root has one.
-        self.commands: Registry = build_registry()
         self.templates = jinja2.Environment(
             loader=jinja2.FileSystemLoader(HERE / "templates"),
             autoescape=True,

@@ -9,7 +9,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from core.commands import Registry
 from core.errors import InvalidTransition, NotFound
 from core.inputs import SafeText
 from core.links import TaskLinks
@@ -269,7 +268,7 @@ async def overview(request: Request, days: Annotated[int, Query(ge=7, le=90)] = 
     rows = await queries.runs_since(services.sessions, since, scope)
     median, median_chart = charts.median_duration(rows, today, days)
     phone = charts.PHONE_WIDTH
-    registry: Registry = getattr(services, "commands", None) or dash.commands
+    registry = services.commands
     finished = [r for r in rows if r.outcome != "running"]
     return dash.page(
         request,
@@ -291,5 +290,5 @@ async def overview(request: Request, days: Annotated[int, Query(ge=7, le=90)] = 
         per_repo_phone=charts.cost_per_repo(rows, width=phone),
         outcomes=[o for o in charts.OUTCOMES if any(r.outcome == o for r in rows)],
         commands=registry.specs,
-        help_text=registry.help_text("markdown"),
+        help_text=registry.help_for("github"),
     )
