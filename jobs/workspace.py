@@ -168,12 +168,22 @@ class GitWorkspace:
         (self.git_dir / "info").mkdir(exist_ok=True)
         (self.git_dir / "info" / "attributes").write_bytes(_NO_CONVERSION)
         self.path.mkdir(mode=0o755)
-        await self._git("--work-tree", str(self.path), "read-tree", "-u", "--reset", "HEAD")
+        # Writing the files (I/O) and packing the agent's copy (CPU) overlap; both only read
+        # the host repository, and the copy is moved into place once the files are written.
+        checkout, copy, ls = await asyncio.gather(
+            self._git("--work-tree", str(self.path), "read-tree", "-u", "--reset", "HEAD"),
+            self._agent_copy() if self.history_depth > 0 else asyncio.sleep(0),
+            self._git("ls-tree", "-r", "-z", "--full-tree", start),
+            return_exceptions=True,
+        )
+        for result in (checkout, copy, ls):
+            if isinstance(result, BaseException):
+                raise result
         if self.history_depth > 0:
-            await self._agent_copy()
+            await asyncio.to_thread(self._place_agent_copy)
         if os.geteuid() == 0 and self.sandbox_uid is not None and self.sandbox_gid is not None:
             await asyncio.to_thread(_chown_tree, self.path, self.sandbox_uid, self.sandbox_gid)
-        ls = await self._git("ls-tree", "-r", "-z", "--full-tree", start)
+        assert isinstance(ls, GitOut)
         self._listing = worktree.parse_ls_tree(ls.stdout)
         # After the chown (which changes ctime): from here on, any change the agent makes to a
         # file changes its ctime, which it cannot set back.
@@ -283,20 +293,23 @@ class GitWorkspace:
         return sha
 
     async def _agent_copy(self) -> None:
-        """``repo/.git``: a shallow clone of the task branch for the agent's own use."""
-        dot_git = self.path / ".git"
+        """A shallow clone of the task branch for the agent's own use, beside the work tree."""
         await self._git(
             "-c", "protocol.file.allow=always", "clone", "--bare", "-q", "--no-tags", "--single-branch",
             f"--depth={self.history_depth}", f"--branch={self.branch}", "--",
-            f"file://{self.git_dir}", str(dot_git), bare=True,
+            f"file://{self.git_dir}", str(self.run_dir / "agent.git"), bare=True,
         )  # fmt: skip
-        # Written whole (not edited with `git config`: fewer processes on the dispatch path): no
-        # remote pointing back at the host, and — since the chown changes every file's ctime, uid
-        # and gid — stat checks on content stamps only, or the agent's first `git status` rehashes
-        # the whole tree.
+
+    def _place_agent_copy(self) -> None:
+        """Move the agent's copy to ``repo/.git`` (still before any agent runs)."""
+        dot_git = self.path / ".git"
+        os.rename(self.run_dir / "agent.git", dot_git)
+        # Written whole: no remote pointing back at the host, and — since the chown changes every
+        # file's ctime, uid and gid — stat checks on content stamps only, or the agent's first
+        # `git status` rehashes the whole tree.
         (dot_git / "config").write_text(_AGENT_CONFIG)
         # The host's index matches the files just checked out, so the agent's `git status` is quick.
-        await asyncio.to_thread(shutil.copyfile, self.git_dir / "index", dot_git / "index")
+        shutil.copyfile(self.git_dir / "index", dot_git / "index")
 
     # -- after the run ------------------------------------------------------------------------
 
