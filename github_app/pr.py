@@ -17,6 +17,7 @@ from core.errors import WorkspaceError
 from core.links import GitHubLinks, PullRequestInfo, PullRequestLink, TaskLinks
 from core.models import Run, Task
 from core.ports import PushResult
+from core.quoting import inert
 from core.redact import redact
 from core.refs import put_ref
 from github_app.api import COMMENT_LIMIT, marker
@@ -63,7 +64,7 @@ def pr_body(
             f"these changes are on `{push.branch}` in this repository, on top of #{number}'s head."
         )
     if summary:
-        lines.append(f"\n### Summary\n\n{redact(summary, patterns)}")
+        lines.append(f"\n### Summary\n\n{inert(redact(summary, patterns))}")
     asked = (run.instructions or task.instructions).strip()
     quoted = "\n".join(f"> {line}" for line in asked[:8000].splitlines())
     lines.append(f"\n### What was run\n\n{quoted}")

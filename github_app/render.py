@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from core.quoting import inert
 from core.redact import redact
 from github_app.api import CHECK_TEXT_LIMIT, COMMENT_LIMIT, marker
 
@@ -139,7 +140,7 @@ def _facts(view: TaskView) -> list[str]:
 def _details(view: TaskView) -> list[str]:
     parts: list[str] = []
     if view.summary:
-        parts.append(f"**Summary**\n\n{redact(view.summary, view.secret_patterns)[:20_000]}")
+        parts.append(f"**Summary**\n\n{inert(redact(view.summary, view.secret_patterns))[:20_000]}")
     if view.files:
         shown = ", ".join(f"`{f}`" for f in view.files[:100])
         more = f" and {len(view.files) - 100} more" if len(view.files) > 100 else ""

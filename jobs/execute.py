@@ -29,6 +29,7 @@ from core.errors import SandboxError, SandboxUnavailable, WorkspaceError
 from core.links import LinkChanges, TaskLinks
 from core.models import EventType, Run, Task
 from core.ports import SandboxSpec
+from core.quoting import inert
 from core.redact import Redactor
 from core.states import TaskState
 from jobs.agent.context import cli_prompt
@@ -386,7 +387,7 @@ def timed_out(limits: Limits) -> Outcome:
 def _commit_message(task: Task, run: Run, summary: str | None) -> str:
     text = run.instructions or task.instructions
     title = (text.strip().splitlines() or ["changes"])[0][:68]
-    body = f"\n\n{summary}" if summary else ""
+    body = f"\n\n{inert(summary)}" if summary else ""
     return f"handoff: {title}{body}\n\nHandoff-Task: {task.id}\nHandoff-Run: {run.id}"
 
 

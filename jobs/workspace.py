@@ -157,7 +157,7 @@ class GitWorkspace:
         if is_local_remote(self.remote) and not await asyncio.to_thread(self._local_path().exists):
             raise WorkspaceError(f"repository not found: {redact_url(self.remote)}")
         # A retried job may reuse the run id: start from a clean directory.
-        await asyncio.to_thread(shutil.rmtree, self.run_dir, True)
+        await asyncio.to_thread(worktree.remove_tree, self.run_dir)
         self.run_dir.mkdir(parents=True, mode=0o755)
         for private in (self.home, self.scratch):
             private.mkdir(mode=0o700)
@@ -221,7 +221,7 @@ class GitWorkspace:
 
     async def cleanup(self) -> None:
         """Delete ``root/<run_id>`` (repository, work tree, spec) and let go of the mirror."""
-        await asyncio.to_thread(shutil.rmtree, self.run_dir, True)
+        await asyncio.to_thread(worktree.remove_tree, self.run_dir)
         if self._lease is not None:
             self._lease.release()
             self._lease = None

@@ -22,7 +22,9 @@ repository, reading nothing from the work tree.
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -228,6 +230,25 @@ def _read_at(dir_fd: int, name: bytes, expected: Stat) -> bytes:
         return b"".join(chunks)
     finally:
         os.close(fd)
+
+
+def remove_tree(path: Path) -> None:
+    """Delete ``path`` and everything under it, never following a symlink, at any depth.
+
+    ``shutil.rmtree`` recurses once per directory level: an agent that nests a few thousand
+    directories would make it raise ``RecursionError`` and leave the tree behind. GNU ``rm``
+    walks iteratively, so it takes over then.
+    """
+    try:
+        shutil.rmtree(path, ignore_errors=True)
+    except RecursionError:
+        subprocess.run(
+            ["rm", "-rf", "--one-file-system", "--", str(path)],
+            check=False,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=600,
+        )
 
 
 def write_ignore_tree(gitignores: dict[bytes, bytes], into: Path) -> None:

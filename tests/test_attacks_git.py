@@ -8,6 +8,8 @@ a real Handoff task and asserts on the host. See :mod:`tests.attack_env`.
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -229,3 +231,24 @@ async def test_a_fifo_in_the_tree_cannot_block_the_host(host: Host, handoff: Gua
     assert time.monotonic() - started < 60
     files = host.files(branch_of(task))
     assert "ok.txt" in files and "pipe" not in files
+
+
+async def test_directories_nested_thousands_deep_cannot_break_the_worker(
+    host: Host, handoff: Guarded
+) -> None:
+    attack = (
+        "i=0; while [ $i -lt 1500 ]; do mkdir a && cd a || exit 1; i=$((i+1)); done; echo deep > deep.txt"
+    )
+    plain = plain_checkout(host, "deep")
+    in_sandbox_image(plain, attack)
+    # Unguarded: the host's recursive clean-up gives up and leaves the agent's tree behind.
+    with pytest.raises(RecursionError):
+        shutil.rmtree(plain)
+    subprocess.run(["rm", "-rf", str(plain)], check=True)
+
+    task = await handoff.run(attack)
+    assert task["state"] == "failed" and "deeper than" in (task["state_reason"] or "")
+    workspaces = handoff.settings.handoff_workspace_dir
+    assert not list(workspaces.glob("r_*")), "the run's directory is removed, however deep"
+    after = await handoff.run("echo fine > F.md")  # the worker carries on
+    assert after["state"] == "succeeded" and host.show(branch_of(after), "F.md") == "fine"

