@@ -24,6 +24,7 @@ REQUIRED_SCOPES = frozenset(
         "commands",  # /handoff
         "reactions:write",  # 👀 / ✅ / ❌ on the message that asked
         "channels:join",  # post a slash command's thread in a public channel the bot is not in
+        "users:read",  # names of people mentioned in a request (<@U123> becomes @name)
     }
 )
 GROUP_SCOPE = "usergroups:read"  # only when the allow-list names user groups

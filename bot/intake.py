@@ -18,6 +18,7 @@ from bot.access import Access, is_repo_name, repo_matches
 from bot.answers import SILENT, TASK_ID, Answer, split_repo, strip_mention
 from bot.config import SlackConfig
 from bot.store import Store
+from bot.text import mentioned_users, to_plain
 from core.commands import Command, Ignore, Mention, Registry
 from core.handlers import CommandContext, handle
 from core.links import SlackLinks, TaskLinks
@@ -26,6 +27,9 @@ from core.settings import Settings
 from core.tasks import TaskService
 
 log = logging.getLogger(__name__)
+
+# Display names of Slack user ids (``users.info``), for mentions in a request's text.
+NameLookup = Callable[[set[str]], Awaitable[dict[str, str]]]
 
 
 class Intake:
@@ -39,6 +43,7 @@ class Intake:
         store: Store,
         access: Access,
         registry: Registry,
+        names: NameLookup | None = None,
     ) -> None:
         self.settings = settings
         self.config = config
@@ -46,6 +51,13 @@ class Intake:
         self.store = store
         self.access = access
         self.registry = registry
+        self.names = names
+
+    async def plain(self, text: str) -> str:
+        """Slack's escaped text with markup → what the person wrote (:mod:`bot.text`)."""
+        users = mentioned_users(text)
+        names = await self.names(users) if users and self.names is not None else {}
+        return to_plain(text, names).strip()
 
     # -- entry points ---------------------------------------------------------------------------
 
@@ -81,7 +93,7 @@ class Intake:
         task = await self._thread_task(channel, str(thread))
         if task is None:
             return SILENT
-        text = str(event.get("text", "")).strip()
+        text = await self.plain(str(event.get("text", "")))
         return await self._once(
             delivery, "thread_reply", lambda: self._in_thread(task, event, delivery, text)
         )
@@ -115,7 +127,7 @@ class Intake:
 
     async def _slash(self, body: dict[str, Any], delivery: str) -> Answer:
         user, channel = str(body.get("user_id", "")), str(body.get("channel_id", ""))
-        text = str(body.get("text") or "").strip()
+        text = await self.plain(str(body.get("text") or ""))
         words = text.split()
         head = words[0].lower() if words else ""
         if head in ("", "help"):
@@ -251,7 +263,7 @@ class Intake:
             str(event.get("ts", "")),
         )
         thread = str(event.get("thread_ts") or ts)
-        text = strip_mention(str(event.get("text", "")), bot_user_id)
+        text = await self.plain(strip_mention(str(event.get("text", "")), bot_user_id))
         if thread != ts:
             task = await self._thread_task(channel, thread)
             if task is not None:

@@ -9,7 +9,7 @@ log the body of a bad request), and a body over 1 MiB is refused (413) before it
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlparse
 
 from fastapi import APIRouter, Request, Response
@@ -24,6 +24,7 @@ from bot.app import AckBudget, build_app, make_client
 from bot.config import SlackConfig, parse_slack_config
 from bot.intake import Intake
 from bot.notifier import SlackNotifier
+from bot.people import Names
 from bot.reporter import SlackReporter
 from bot.store import Store
 from core.bodies import read_capped
@@ -99,9 +100,15 @@ def build_bot(
         response = await client.usergroups_users_list(usergroup=group)
         return [str(u) for u in response.get("users") or []]
 
+    async def user_info(user: str) -> Any:
+        """``users.info`` (for display names of people mentioned in a request)."""
+        return await client.users_info(user=user)
+
     access = Access(config, store, group_members)
     commands.register(services.commands, access, services.tasks, config.command)
-    intake = Intake(settings, config, services.tasks, store, access, services.commands)
+    intake = Intake(
+        settings, config, services.tasks, store, access, services.commands, names=Names(user_info)
+    )
     budget = AckBudget()
     reporter = SlackReporter(access.channel_for_repo if config.announce.github_tasks else None)
     api_host = _host(settings.slack_api_url)

@@ -81,7 +81,7 @@ async def _attempts(rig: Rig, task_id: str, n: int) -> bool:
 
 
 async def test_mention_end_to_end(settings: Settings, tmp_path: Path) -> None:
-    make_repo(tmp_path / "git")
+    bare = make_repo(tmp_path / "git")
     async with slack_rig(settings, tmp_path, worker=True) as rig:
         event = rig.slack.mention("echo hi > MENTION.md", user=ALICE, channel=BOUND)
         assert (await rig.slack.event(event)).status_code == 200
@@ -94,6 +94,9 @@ async def test_mention_end_to_end(settings: Settings, tmp_path: Path) -> None:
         assert any("Started" in t for t in texts(thread)) and "Finished" in thread[-1].text
         assert rig.fake.messages[(BOUND, event["ts"])].reactions == ["eyes", "white_check_mark"]
         assert_clean(rig)
+    # Slack sent "echo hi &gt; MENTION.md": the agent got the ">" the person typed.
+    assert task.instructions == "echo hi > MENTION.md"
+    assert git("--git-dir", str(bare), "show", f"handoff/{task.id}:MENTION.md") == "hi"
 
 
 async def test_direct_message_end_to_end(settings: Settings, tmp_path: Path) -> None:

@@ -38,7 +38,7 @@ BOT_ID = "B0HANDOFF"
 APP_ID = "A0HANDOFF"
 SCOPES = (
     "app_mentions:read,channels:history,channels:join,chat:write,commands,groups:history,"
-    "im:history,reactions:write,usergroups:read"
+    "im:history,reactions:write,usergroups:read,users:read"
 )
 
 
@@ -150,6 +150,8 @@ class FakeSlack:
         self.faults: list[Fault] = []
         self.not_in_channel: set[str] = set()
         self.usergroups: dict[str, list[str]] = {}
+        # user id -> display name (users.info); unknown ids answer user_not_found.
+        self.users: dict[str, str] = {}
         self.hooks: dict[str, Hook] = {}
         self.sockets: list[WebSocket] = []
         self.acks: dict[str, dict[str, Any]] = {}
@@ -390,6 +392,17 @@ class FakeSlack:
         self.not_in_channel.discard(channel)
         return {"ok": True, "channel": {"id": channel, "is_member": True}}, {}
 
+    def _users_info(self, args: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+        user = str(args.get("user"))
+        if user not in self.users:
+            return {"ok": False, "error": "user_not_found"}, {}
+        name = self.users[user]
+        profile = {"display_name": name, "real_name": name.title(), "display_name_normalized": name}
+        return {
+            "ok": True,
+            "user": {"id": user, "team_id": TEAM, "name": name.lower(), "profile": profile},
+        }, {}
+
     def _usergroups_users_list(self, args: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
         group = str(args.get("usergroup"))
         if group not in self.usergroups:
@@ -398,6 +411,11 @@ class FakeSlack:
 
 
 # ---------------------------------------------------------------------------------- Slack → bot
+
+
+def as_slack_sends(text: str) -> str:
+    """What Slack puts on the wire for typed ``text``: ``&``, ``<`` and ``>`` HTML-escaped."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def sign(body: bytes, secret: str = SIGNING_SECRET, timestamp: int | None = None) -> dict[str, str]:
@@ -441,9 +459,18 @@ class SlackSide:
     # -- payloads -------------------------------------------------------------------------------
 
     def slash_body(
-        self, text: str, *, user: str = "U01ALICE", channel: str = "C0API", response_url: str | None = None
+        self,
+        text: str,
+        *,
+        user: str = "U01ALICE",
+        channel: str = "C0API",
+        response_url: str | None = None,
+        markup: bool = False,
     ) -> dict[str, str]:
-        """A slash command's form fields (https://api.slack.com/interactivity/slash-commands)."""
+        """A slash command's form fields (https://api.slack.com/interactivity/slash-commands).
+
+        ``text`` is what the person typed, escaped as Slack escapes it; ``markup``: ``text`` is
+        already on the wire form (mentions, links)."""
         n = next(self._n)
         return {
             "token": "gIkuvaNzQIHg97ATvDxqgjtO",
@@ -454,7 +481,7 @@ class SlackSide:
             "user_id": user,
             "user_name": user.lower(),
             "command": "/handoff",
-            "text": text,
+            "text": text if markup else as_slack_sends(text),
             "api_app_id": APP_ID,
             "is_enterprise_install": "false",
             "response_url": response_url or self.fake.response_url(),
@@ -490,10 +517,16 @@ class SlackSide:
         }
 
     def mention(
-        self, text: str, *, user: str = "U01ALICE", channel: str = "C0API", thread_ts: str | None = None
+        self,
+        text: str,
+        *,
+        user: str = "U01ALICE",
+        channel: str = "C0API",
+        thread_ts: str | None = None,
+        markup: bool = False,
     ) -> dict[str, Any]:
         """An ``app_mention`` event; the message is also posted in the fake channel."""
-        full = f"<@{BOT_USER}> {text}"
+        full = f"<@{BOT_USER}> {text if markup else as_slack_sends(text)}"
         message = self.fake.user_message(channel, user, full, thread_ts)
         return {
             "type": "app_mention",
@@ -515,8 +548,10 @@ class SlackSide:
         channel: str = "D0ALICE",
         channel_type: str = "im",
         thread_ts: str | None = None,
+        markup: bool = False,
     ) -> dict[str, Any]:
         """A ``message`` event (``message.im``, or ``message.channels`` for a thread reply)."""
+        text = text if markup else as_slack_sends(text)
         message = self.fake.user_message(channel, user, text, thread_ts)
         event = {
             "type": "message",
