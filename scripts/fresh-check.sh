@@ -10,14 +10,14 @@
 #      Ctrl-C stops it quietly
 #
 # Each step is reported with its time; the exit status is 0 only when every step passed.
-# Not part of `make test` (it takes ~10 minutes and needs root). Usage, as root:
+# Not part of `make test` (it takes ~4 minutes and needs root). Usage, as root:
 #
 #   scripts/fresh-check.sh [--keep] [--suite SUITE] [--pytest "ARGS"]
 #
-# The project is cloned from HEAD: commit first. The chroot runs in its own mount and PID
-# namespaces, so every mount and process it made is gone when it ends; its dockerd has its own
-# socket, exec-root and data root inside the throwaway tree and never touches the host's
-# /var/run/docker.sock. The host's apt sources and CA certificates are copied in (a proxy that
+# The project is cloned from HEAD: commit first. The new machine runs in its own mount and PID
+# namespaces (its tree pivoted to be their root; the host's tree is not visible in it), so every
+# mount and process it made is gone when it ends; its dockerd has its own socket, exec-root and
+# data root inside the throwaway tree and never touches the host's /var/run/docker.sock. The host's apt sources and CA certificates are copied in (a proxy that
 # intercepts TLS is trusted inside as it is outside).
 set -euo pipefail
 
@@ -191,8 +191,10 @@ cp /etc/hosts "$root/etc/hosts"
 echo "=== host: git clone $project (HEAD $(git -C "$project" rev-parse --short HEAD)) into the new machine"
 git clone -q --no-hardlinks "$project" "$root/srv/handoff"
 
-# A new mount and PID namespace: mounts and processes vanish with it. The root is bind-mounted
-# onto itself so it is a mount point (runc's pivot_root needs one).
+# A new mount and PID namespace: mounts and processes vanish with it. The new tree becomes the
+# namespace's root with pivot_root (not a bare chroot): runc's `exec` (docker exec, health checks)
+# joins a container's mount namespace and needs its root to be that namespace's root. The host's
+# tree is then detached from the namespace altogether.
 set +e
 unshare --mount --pid --fork --propagation private -- bash -c '
   set -e
@@ -202,7 +204,12 @@ unshare --mount --pid --fork --propagation private -- bash -c '
   mount --rbind /sys "$root/sys"
   mount --rbind /dev "$root/dev"
   mount -t tmpfs -o mode=1777 tmpfs "$root/tmp"
-  exec chroot "$root" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 CI=true \
+  mkdir -p "$root/.host"
+  cd "$root"
+  pivot_root . .host
+  cd /
+  umount -l /.host && rmdir /.host
+  exec /usr/sbin/chroot / /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 CI=true \
     PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     bash /srv/handoff/scripts/fresh-check.sh --inside "$args"
 ' fresh-check "$root" "$pytest_args"
