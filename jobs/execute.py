@@ -36,6 +36,7 @@ from jobs.agent.context import cli_prompt
 from jobs.agent.translate import translator_for
 from jobs.context import WorkerContext
 from jobs.gateway.session import RunGateway, for_profile
+from jobs.hostgit import redact_url
 from jobs.pump import EventPump
 from jobs.workspace import GitWorkspace
 
@@ -154,7 +155,8 @@ class Execution:
             pump.add(EventType.error.value, {"message": str(exc)})
             return Outcome(TaskState.failed, reason=str(exc))
         spec_file = workspace.spec_dir / "task.json"
-        spec_file.write_text(json.dumps(task_spec(task, run)), encoding="utf-8")
+        # A repository URL may carry credentials (https://user:token@host/...): never into the sandbox.
+        spec_file.write_text(redact_url(json.dumps(task_spec(task, run))), encoding="utf-8")
         spec_file.chmod(0o444)
         limits = profile.limits
         budget_deadline = False
