@@ -17,9 +17,9 @@ from bot.blocks import (
     section,
     sections,
 )
-from bot.view import TaskView
 from core.links import SlackLinks
 from core.models import Task
+from core.snapshot import TaskSnapshot
 from core.states import TaskState
 
 CANCEL = "handoff_cancel"
@@ -69,20 +69,21 @@ def run_url(public_url: str, task_id: str) -> str:
     return f"{public_url.rstrip('/')}/tasks/{task_id}"
 
 
-def _facts(view: TaskView) -> str:
+def _facts(view: TaskSnapshot) -> str:
     task = view.task
     facts: list[str] = []
     if view.step:
         facts.append(f"Step: {escape(clip(view.step, 200))}")
-    facts.append(f"Elapsed: {duration(view.elapsed_s)}")
+    facts.append(f"Elapsed: {duration(view.run_elapsed_s)}")
     if view.run is not None:
         facts.append(f"Attempt {view.run.attempt}")
     if view.position:
         facts.append(f"Queue position: {view.position}")
-    if view.tokens_in or view.tokens_out:
-        facts.append(f"Tokens: {view.tokens_in:,} in / {view.tokens_out:,} out")
-    if view.cost_usd:
-        facts.append(f"Cost: ${view.cost_usd:.4f}")
+    usage = view.usage
+    if usage.tokens_in or usage.tokens_out:
+        facts.append(f"Tokens: {usage.tokens_in:,} in / {usage.tokens_out:,} out")
+    if usage.cost_usd:
+        facts.append(f"Cost: ${usage.cost_usd:.4f}")
     slack = SlackLinks.of(task)
     if slack is not None and slack.user:
         facts.append(f"Requested by <@{slack.user}>")
@@ -105,7 +106,7 @@ def buttons(task: Task, public_url: str) -> Block:
     return actions(*elements, block_id=f"handoff:{task.id}")
 
 
-def status_message(view: TaskView, public_url: str) -> tuple[str, list[Block]]:
+def status_message(view: TaskSnapshot, public_url: str) -> tuple[str, list[Block]]:
     """The status message at the top of a task's thread."""
     task = view.task
     state = TaskState(task.state)

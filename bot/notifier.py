@@ -3,7 +3,7 @@
 Rows carry one of :mod:`bot.operations`:
 
 * ``status`` — post the task's status message once (remembering its ts), then ``chat.update`` it.
-  Rendered from the database at send time (:mod:`bot.view`).
+  Rendered from the database at send time (:mod:`core.snapshot`).
 * ``reply`` — a thread reply (``reply_broadcast`` for failures), optionally with the log tail.
 * ``react`` — a reaction on the message that asked.
 * ``ephemeral`` — ``chat.postEphemeral``; a DM when the person cannot get one in that channel.
@@ -32,10 +32,10 @@ from bot.blocks import fit_message, sections
 from bot.operations import CHANNEL, OPERATIONS, Ephemeral, React, Respond, Status, ThreadReply
 from bot.reporter import status_key
 from bot.store import Store
-from bot.view import load_view, log_tail
 from core.models import Outbox
 from core.outbox import Delivered, DeliveryContext, GiveUp, RateRule, RetryLater
 from core.redact import Redactor
+from core.snapshot import load_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,8 @@ UPDATE_INTERVAL_S = 1.2
 REACTION_INTERVAL_S = 1.2  # reactions.add: Tier 3
 EPHEMERAL_INTERVAL_S = 0.6  # chat.postEphemeral: Tier 4
 RESPONSE_URL_TTL_S = 30 * 60 - 60
+# The status message's "Latest output".
+STATUS_LOG_LINES = 5
 _RETRYABLE = frozenset({"internal_error", "fatal_error", "service_unavailable", "request_timeout"})
 _GONE = frozenset({"message_not_found", "cant_update_message", "edit_window_closed"})
 _NO_ACCESS = frozenset({"not_in_channel", "channel_not_found", "user_not_in_channel", "is_archived"})
@@ -124,7 +126,7 @@ class SlackNotifier:
     # -- ops ------------------------------------------------------------------------------------
 
     async def _status(self, op: Status, ctx: DeliveryContext, row: Outbox) -> Delivered:
-        view = await load_view(self.store.sessions, op.task_id)
+        view = await load_snapshot(self.store.sessions, op.task_id, log_lines=STATUS_LOG_LINES)
         if view is None:
             raise GiveUp(f"task {op.task_id} no longer exists")
         text, blocks = self._scrub(*messages.status_message(view, self.public_url))
@@ -158,7 +160,8 @@ class SlackNotifier:
                 channel, thread_ts = status["channel"], status["ts"]
         tail: list[str] = []
         if op.log_tail and op.task_id:
-            tail = await log_tail(self.store.sessions, op.task_id, op.log_tail)
+            snap = await load_snapshot(self.store.sessions, op.task_id, log_lines=op.log_tail)
+            tail = snap.log_tail if snap is not None else []
         text, blocks = self._scrub(*messages.reply_message(op.text, tail))
         resp = await self.client.chat_postMessage(
             channel=channel,

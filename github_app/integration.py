@@ -38,7 +38,6 @@ from github_app.repo_config import GitHubServerConfig, RepoConfigLoader
 from github_app.reporter import GitHubReporter
 from github_app.routing import Screening
 from github_app.services import GitHubServices
-from github_app.view import ViewLoader
 from github_app.webhooks import WebhookReceiver, webhook_router
 
 
@@ -127,7 +126,9 @@ def build_integration(
     )
     notifier = GitHubNotifier(
         svc.api,
-        ViewLoader(svc.sessions, svc.task_url, patterns),
+        svc.sessions,
+        svc.task_url,
+        patterns,
         check_name=svc.server.check_name,
         # Content creation per installation (GitHub: <= 80/min), with a part kept for
         # acknowledgements; edits per object. From handoff.yml's outbox:.

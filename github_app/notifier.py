@@ -13,18 +13,20 @@ bucket with GitHub's delay, 5xx/timeouts → :class:`RetryLater` for the key, re
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
+from core.db import Sessions
 from core.models import Outbox
 from core.outbox import Delivered, DeliveryContext, GiveUp, RateRule, RetryLater
+from core.snapshot import load_snapshot
 from github_app.api import MAX_ANNOTATIONS, GitHubAPI, marker
 from github_app.client import ack_lane
 from github_app.errors import GitHubRateLimited, GitHubRejected, GitHubUnavailable, InstallationRevoked
 from github_app.operations import CHANNEL, OPERATIONS, Check, Comment, Reaction, Tracking
-from github_app.render import check_run, tracking_comment
-from github_app.view import ViewLoader
+from github_app.render import Page, check_run, tracking_comment
 
 
 class GitHubNotifier:
@@ -35,7 +37,9 @@ class GitHubNotifier:
     def __init__(
         self,
         api: GitHubAPI,
-        views: ViewLoader,
+        sessions: Sessions,
+        task_url: Callable[[str], str],
+        secret_patterns: Sequence[str] = (),
         *,
         check_name: str = "Handoff",
         write_interval_s: float = 1.0,
@@ -43,7 +47,9 @@ class GitHubNotifier:
         ack_reserve: int = 5,
     ) -> None:
         self.api = api
-        self.views = views
+        self.sessions = sessions
+        self.task_url = task_url
+        self.secret_patterns = list(secret_patterns)
         self.check_name = check_name
         self.write_interval_s = write_interval_s
         self.edit_interval_s = edit_interval_s
@@ -95,6 +101,13 @@ class GitHubNotifier:
             return await self._tracking(op, row, ctx)
         return await self._check(op, row, ctx)
 
+    async def _page(self, task_id: str) -> Page:
+        """The task as GitHub shows it, read now (:class:`GiveUp` once the task is gone)."""
+        snap = await load_snapshot(self.sessions, task_id, details=True)
+        if snap is None:
+            raise GiveUp("task no longer exists")
+        return Page(snap, self.task_url(task_id), self.secret_patterns)
+
     # -- ops ----------------------------------------------------------------------------------
 
     async def _reaction(self, op: Reaction) -> Delivered:
@@ -113,12 +126,10 @@ class GitHubNotifier:
         return Delivered({"id": comment_id})
 
     async def _tracking(self, op: Tracking, row: Outbox, ctx: DeliveryContext) -> Delivered:
-        view = await self.views.load(op.task_id)
-        if view is None:
-            raise GiveUp("task no longer exists")
+        page = await self._page(op.task_id)
         if op.number is None:
             raise GiveUp("the task has no issue or pull request to comment on")
-        body = tracking_comment(view, row.key)
+        body = tracking_comment(page, row.key)
         inst, repo = op.installation_id, op.repo
         ref = await ctx.recall(row.key)
         if ref and ref.get("id"):
@@ -129,7 +140,9 @@ class GitHubNotifier:
                 if exc.status != 404:
                     raise
                 ref = None  # someone deleted it: post it again
-        comment_id = await self._create_comment(op, op.number, row, ctx, ref, body, since=view.created_at)
+        comment_id = await self._create_comment(
+            op, op.number, row, ctx, ref, body, since=page.snap.task.created_at
+        )
         return Delivered({"id": comment_id})
 
     async def _create_comment(
@@ -157,21 +170,20 @@ class GitHubNotifier:
         return int(created["id"])
 
     async def _check(self, op: Check, row: Outbox, ctx: DeliveryContext) -> Delivered:
-        view = await self.views.load(op.task_id)
-        if view is None:
-            raise GiveUp("task no longer exists")
+        page = await self._page(op.task_id)
+        snap = page.snap
         inst, repo, sha = op.installation_id, op.repo, op.head_sha
-        body = check_run(view, self.check_name)
+        body = check_run(page, self.check_name)
         ref = dict(await ctx.recall(row.key) or {})
         # A new run after a completed one gets a fresh check run; the old one stays as history.
         if ref.get("id") and ref.get("completed") and body["status"] != "completed":
             ref = {}
         if not ref.get("id") and ref.get("creating"):
-            found = await self.api.find_check(inst, repo, sha, self.check_name, view.task_id)
+            found = await self.api.find_check(inst, repo, sha, self.check_name, snap.task.id)
             if found is not None:
                 ref = {"id": found}
-        annotations = view.annotations
-        sent = int(ref.get("annotations", 0)) if ref.get("run") == view.attempt else 0
+        annotations = snap.annotations
+        sent = int(ref.get("annotations", 0)) if ref.get("run") == snap.attempt else 0
         batch, sent_after = (
             annotations[sent : sent + MAX_ANNOTATIONS],
             min(len(annotations), sent + MAX_ANNOTATIONS),
@@ -189,7 +201,7 @@ class GitHubNotifier:
             await ctx.remember(row.key, {"creating": True})
             created = await self.api.create_check(inst, repo, {**body, "head_sha": sha})
             ref = {"id": int(created["id"])}
-        ref.update(completed=body["status"] == "completed", run=view.attempt, annotations=sent_after)
+        ref.update(completed=body["status"] == "completed", run=snap.attempt, annotations=sent_after)
         await ctx.remember(row.key, ref)
         # GitHub takes 50 annotations per request: append the rest in further updates.
         while ref["annotations"] < len(annotations):

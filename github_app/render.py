@@ -1,4 +1,4 @@
-"""What GitHub shows: the tracking comment and the check run, rendered from a :class:`TaskView`.
+"""What GitHub shows: the tracking comment and the check run, rendered from a task snapshot.
 
 Pure functions of data read from the database at send time, so the latest state always wins
 whatever order outbox rows were coalesced in. Every text respects GitHub's limits (comment body
@@ -9,11 +9,11 @@ through :func:`core.redact.redact` first: errors can quote tokens the agent or g
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from core.quoting import inert
 from core.redact import redact
+from core.snapshot import TaskSnapshot
 from github_app.api import CHECK_TEXT_LIMIT, COMMENT_LIMIT, marker
 
 STATE_TITLE = {
@@ -44,39 +44,17 @@ STEPS = [
 ]
 
 
-@dataclass
-class TaskView:
-    """What the database says about a task, for rendering."""
+@dataclass(frozen=True)
+class Page:
+    """A task snapshot with what GitHub's rendering adds: the task's page and the secrets to mask."""
 
-    task_id: str
-    state: str
-    reason: str | None
-    created_at: datetime
-    finished_at: datetime | None
-    now: datetime
+    snap: TaskSnapshot
     url: str
-    attempt: int = 0
-    steps: set[str] = field(default_factory=set)
-    latest_step: str | None = None
-    position: int | None = None
-    pr_url: str | None = None
-    pr_number: int | None = None
-    branch: str | None = None
-    files: list[str] = field(default_factory=list)
-    summary: str | None = None
-    errors: list[str] = field(default_factory=list)
-    tokens_in: int = 0
-    tokens_out: int = 0
-    cost_usd: float = 0.0
-    duration_s: float | None = None
-    notes: list[str] = field(default_factory=list)
-    annotations: list[dict[str, Any]] = field(default_factory=list)
     secret_patterns: list[str] = field(default_factory=list)
 
-    @property
-    def terminal(self) -> bool:
-        """True once the task has ended."""
-        return self.state in CONCLUSION
+    def redact(self, text: str) -> str:
+        """``text`` with tokens and configured secrets masked."""
+        return redact(text, self.secret_patterns)
 
 
 def _elapsed(seconds: float) -> str:
@@ -86,71 +64,76 @@ def _elapsed(seconds: float) -> str:
     return f"{hours}h {minutes}m {secs}s" if hours else f"{minutes}m {secs}s" if minutes else f"{secs}s"
 
 
-def checklist(view: TaskView) -> list[str]:
+def checklist(snap: TaskSnapshot) -> list[str]:
     """The progress checklist: ✅ done, ⏳ current, ❌ where it stopped, ⬜ to do."""
-    done = {"queued": view.attempt > 0 or view.terminal}
-    done["checkout"] = "agent" in view.steps
-    done["agent"] = "push" in view.steps or bool(view.files) or view.state == "succeeded"
-    done["push"] = (
-        bool(view.files) or bool(view.pr_url) or (view.state == "succeeded" and "push" in view.steps)
-    )
-    done["pr"] = bool(view.pr_url)
+    state, pr_url = snap.task.state, snap.task.pr_url
+    done = {"queued": snap.attempt > 0 or snap.terminal}
+    done["checkout"] = "agent" in snap.steps
+    done["agent"] = "push" in snap.steps or bool(snap.files) or state == "succeeded"
+    done["push"] = bool(snap.files) or bool(pr_url) or (state == "succeeded" and "push" in snap.steps)
+    done["pr"] = bool(pr_url)
     lines: list[str] = []
     current_marked = False
     for key, label in STEPS:
         if done.get(key):
             icon = "✅"
-        elif not current_marked and not (view.state == "succeeded" and key in ("push", "pr")):
+        elif not current_marked and not (state == "succeeded" and key in ("push", "pr")):
             current_marked = True
-            icon = "❌" if view.terminal else "⏳"
-            if key == "agent" and view.latest_step and view.latest_step not in dict(STEPS):
-                label += f" — {view.latest_step}"
+            icon = "❌" if snap.terminal else "⏳"
+            if key == "agent" and snap.step and snap.step not in dict(STEPS):
+                label += f" — {snap.step}"
         else:
             icon = "⬜"
         lines.append(f"- {icon} {label}")
     return lines
 
 
-def _head(view: TaskView) -> str:
-    title = STATE_TITLE.get(view.state, view.state)
-    reason = f" — {redact(view.reason, view.secret_patterns)}" if view.reason else ""
-    return f"**Handoff** · task `{view.task_id}` · **{title}**{reason}"
+def _head(page: Page) -> str:
+    task = page.snap.task
+    title = STATE_TITLE.get(task.state, task.state)
+    reason = f" — {page.redact(task.state_reason)}" if task.state_reason else ""
+    return f"**Handoff** · task `{task.id}` · **{title}**{reason}"
 
 
-def _facts(view: TaskView) -> list[str]:
-    end = view.finished_at or view.now
-    rows = [("Elapsed", _elapsed((end - view.created_at).total_seconds()))]
-    if view.state == "waiting" and view.position:
-        rows.append(("Queue position", str(view.position)))
-    if view.attempt:
-        rows.append(("Attempt", str(view.attempt)))
-    if view.pr_url:
-        rows.append(("Pull request", f"[#{view.pr_number or ''}]({view.pr_url})".replace("[#]", "[link]")))
-    if view.branch:
-        rows.append(("Branch", f"`{view.branch}`"))
-    if view.duration_s is not None:
-        rows.append(("Run duration", _elapsed(view.duration_s)))
-    if view.tokens_in or view.tokens_out:
-        rows.append(("Tokens", f"{view.tokens_in:,} in / {view.tokens_out:,} out"))
-    if view.cost_usd:
-        rows.append(("Cost", f"${view.cost_usd:.4f}"))
+def _facts(page: Page) -> list[str]:
+    snap, task = page.snap, page.snap.task
+    rows = [("Elapsed", _elapsed(snap.task_elapsed_s))]
+    if task.state == "waiting" and snap.position:
+        rows.append(("Queue position", str(snap.position)))
+    if snap.attempt:
+        rows.append(("Attempt", str(snap.attempt)))
+    if task.pr_url:
+        number = snap.links.pr_number
+        rows.append(("Pull request", f"[#{number or ''}]({task.pr_url})".replace("[#]", "[link]")))
+    if task.branch:
+        rows.append(("Branch", f"`{task.branch}`"))
+    duration = snap.run.duration_s if snap.run is not None else None
+    if duration is not None:
+        rows.append(("Run duration", _elapsed(duration)))
+    usage = snap.usage
+    if usage.tokens_in or usage.tokens_out:
+        rows.append(("Tokens", f"{usage.tokens_in:,} in / {usage.tokens_out:,} out"))
+    if usage.cost_usd:
+        rows.append(("Cost", f"${usage.cost_usd:.4f}"))
     return ["| | |", "|---|---|", *[f"| {k} | {v} |" for k, v in rows]]
 
 
-def _details(view: TaskView) -> list[str]:
+def _details(page: Page) -> list[str]:
+    snap = page.snap
     parts: list[str] = []
-    if view.summary:
-        parts.append(f"**Summary**\n\n{inert(redact(view.summary, view.secret_patterns))[:20_000]}")
-    if view.files:
-        shown = ", ".join(f"`{f}`" for f in view.files[:100])
-        more = f" and {len(view.files) - 100} more" if len(view.files) > 100 else ""
-        parts.append(f"**Files changed ({len(view.files)})**: {shown}{more}")
-    if view.errors:
-        text = "\n".join(redact(e, view.secret_patterns)[:2000] for e in view.errors[-10:])
+    if snap.task.summary:
+        parts.append(f"**Summary**\n\n{inert(page.redact(snap.task.summary))[:20_000]}")
+    if snap.files:
+        shown = ", ".join(f"`{f}`" for f in snap.files[:100])
+        more = f" and {len(snap.files) - 100} more" if len(snap.files) > 100 else ""
+        parts.append(f"**Files changed ({len(snap.files)})**: {shown}{more}")
+    if snap.errors:
+        text = "\n".join(page.redact(e)[:2000] for e in snap.errors[-10:])
         fenced = text.replace("```", "'''")  # an error quoting a fence must not end ours
         parts.append(f"**Errors**\n\n```\n{fenced}\n```")
-    if view.notes:
-        parts.append("**`.handoff.yml`**\n\n" + "\n".join(f"- {n}" for n in view.notes))
+    notes = snap.notes
+    if notes:
+        parts.append("**`.handoff.yml`**\n\n" + "\n".join(f"- {n}" for n in notes))
     return parts
 
 
@@ -162,40 +145,42 @@ def fit(text: str, limit: int) -> str:
     return text[: limit - len(note)] + note
 
 
-def tracking_comment(view: TaskView, key: str) -> str:
+def tracking_comment(page: Page, key: str) -> str:
     """The body of the tracking comment (with its hidden marker)."""
     footer = (
         f"<sub>`/handoff status` · `/handoff cancel` · `/handoff retry` · `/handoff help` · "
-        f"[details]({view.url})</sub>"
+        f"[details]({page.url})</sub>"
     )
     sections = [
         marker(key),
-        _head(view),
-        "\n".join(checklist(view)),
-        "\n".join(_facts(view)),
-        *_details(view),
+        _head(page),
+        "\n".join(checklist(page.snap)),
+        "\n".join(_facts(page)),
+        *_details(page),
     ]
     body = "\n\n".join(sections)
     # Keep the footer: trim the details rather than the commands.
     return fit(body, COMMENT_LIMIT - len(footer) - 2) + "\n\n" + footer
 
 
-def check_run(view: TaskView, name: str) -> dict[str, Any]:
+def check_run(page: Page, name: str) -> dict[str, Any]:
     """The fields of the check run (without ``head_sha``, which only a create sends)."""
-    body: dict[str, Any] = {"name": name, "details_url": view.url, "external_id": view.task_id}
-    if view.terminal:
+    snap, task = page.snap, page.snap.task
+    body: dict[str, Any] = {"name": name, "details_url": page.url, "external_id": task.id}
+    if snap.terminal:
         body["status"] = "completed"
-        body["conclusion"] = CONCLUSION[view.state]
-        body["completed_at"] = (view.finished_at or view.now).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body["conclusion"] = CONCLUSION[task.state]
+        body["completed_at"] = (task.finished_at or snap.now).strftime("%Y-%m-%dT%H:%M:%SZ")
         body["actions"] = [RETRY]
     else:
-        body["status"] = "in_progress" if view.state == "running" else "queued"
+        body["status"] = "in_progress" if task.state == "running" else "queued"
         body["actions"] = [CANCEL]
-    title = f"{STATE_TITLE.get(view.state, view.state)}" + (f": {view.reason}" if view.reason else "")
-    summary = "\n\n".join([_head(view), "\n".join(checklist(view)), "\n".join(_facts(view))])
+    reason = task.state_reason
+    title = f"{STATE_TITLE.get(task.state, task.state)}" + (f": {reason}" if reason else "")
+    summary = "\n\n".join([_head(page), "\n".join(checklist(snap)), "\n".join(_facts(page))])
     body["output"] = {
-        "title": redact(title, view.secret_patterns)[:200],
+        "title": page.redact(title)[:200],
         "summary": fit(summary, CHECK_TEXT_LIMIT),
-        "text": fit("\n\n".join(_details(view)) or "No details yet.", CHECK_TEXT_LIMIT),
+        "text": fit("\n\n".join(_details(page)) or "No details yet.", CHECK_TEXT_LIMIT),
     }
     return body

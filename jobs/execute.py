@@ -32,6 +32,7 @@ from core.ports import SandboxSpec
 from core.quoting import inert
 from core.redact import Redactor
 from core.states import TaskState
+from core.usage import TokenUsage
 from jobs.agent.context import cli_prompt
 from jobs.agent.translate import translator_for
 from jobs.context import WorkerContext
@@ -55,9 +56,7 @@ class Outcome:
     branch: str | None = None
     head_sha: str | None = None
     files_changed: list[str] = field(default_factory=list)
-    tokens_in: int = 0
-    tokens_out: int = 0
-    cost_usd: float = 0.0
+    usage: TokenUsage = field(default_factory=TokenUsage)
     steps: int = 0
     model: str | None = None
     changes: LinkChanges = field(default_factory=LinkChanges)
@@ -129,11 +128,7 @@ class Execution:
             outcome = await self._execute(workspace, pump, profile, gateway)
             return outcome
         finally:
-            outcome.tokens_in, outcome.tokens_out, outcome.cost_usd = (
-                pump.tokens_in,
-                pump.tokens_out,
-                pump.cost_usd,
-            )
+            outcome.usage = pump.usage
             outcome.steps, outcome.model = self.steps, self.model
             outcome.changes = outcome.changes.merge(self.changes)
             with contextlib.suppress(Exception):

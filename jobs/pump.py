@@ -32,6 +32,7 @@ from core.events import AGENT_TYPES, ParsedEvent, parse_line
 from core.journal import Journal
 from core.models import EventType, Task
 from core.redact import Redactor
+from core.usage import TokenUsage
 
 log = logging.getLogger(__name__)
 # Handoff's own events of these types may be dropped like an agent's (the built-in agent's
@@ -80,9 +81,8 @@ class EventPump:
         self.over_cap = 0  # agent events past the per-run caps, counted but not stored
         self.lost = 0  # events dropped while the database lagged, not yet reported
         self.lost_total = 0
-        self.tokens_in = 0
-        self.tokens_out = 0
-        self.cost_usd = 0.0
+        # What the run's events reported (see ``count_agent_usage``).
+        self.usage = TokenUsage()
 
     def start(self) -> None:
         """Start the background writer."""
@@ -107,9 +107,11 @@ class EventPump:
 
     def _accept(self, event: ParsedEvent, *, agent: bool) -> None:
         event = ParsedEvent(event.type, event.ts, self.redactor.data(event.data))
-        usage = event.data.get("usage")
-        if isinstance(usage, dict) and (self.count_agent_usage or not agent):
-            self._count_usage(usage)
+        usage = TokenUsage.of_event(event.data)
+        if usage is not None and (self.count_agent_usage or not agent):
+            self.usage += usage
+            if self.on_usage is not None:
+                self.on_usage(self.usage.tokens, self.usage.cost_usd)
         if event.type == EventType.result.value:
             summary = event.data.get("summary")
             if isinstance(summary, str):
@@ -145,20 +147,6 @@ class EventPump:
         self.bytes += size
         if len(self._pending) >= self.max_batch:
             self._wake.set()
-
-    def _count_usage(self, usage: dict[str, Any]) -> None:
-        def number(*names: str) -> float:
-            for name in names:
-                value = usage.get(name)
-                if isinstance(value, int | float) and not isinstance(value, bool):
-                    return float(value)
-            return 0.0
-
-        self.tokens_in += int(number("input_tokens", "tokens_in"))
-        self.tokens_out += int(number("output_tokens", "tokens_out"))
-        self.cost_usd += number("cost_usd")
-        if self.on_usage is not None:
-            self.on_usage(self.tokens_in + self.tokens_out, self.cost_usd)
 
     async def _loop(self) -> None:
         while not self._closed:

@@ -218,9 +218,9 @@ class Runner:
                         head_sha=outcome.head_sha,
                         summary=outcome.summary,
                         error=outcome.reason if outcome.state is not TaskState.succeeded else None,
-                        tokens_in=outcome.tokens_in,
-                        tokens_out=outcome.tokens_out,
-                        cost_usd=outcome.cost_usd,
+                        tokens_in=outcome.usage.tokens_in,
+                        tokens_out=outcome.usage.tokens_out,
+                        cost_usd=outcome.usage.cost_usd,
                         steps=outcome.steps,
                         model=outcome.model,
                     )

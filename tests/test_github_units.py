@@ -8,9 +8,11 @@ from typing import Any
 
 import pytest
 
+from core.models import Run, Task
+from core.snapshot import TaskSnapshot
 from github_app.events import IssueCommentEvent
 from github_app.handlers import build_event_registry
-from github_app.render import TaskView, check_run, checklist, tracking_comment
+from github_app.render import Page, check_run, checklist, tracking_comment
 from github_app.replay import infer_event
 from github_app.repo_config import BudgetBounds, GitHubServerConfig, resolve
 from github_app.routing import Screening, command_text
@@ -143,25 +145,47 @@ def test_every_event_of_the_issue_is_routed() -> None:
     } <= routed
 
 
-def _view(**changes: Any) -> TaskView:
+def _view(**changes: Any) -> Page:
+    """A rendering page from a task snapshot built in memory (what the database would say)."""
     now = datetime(2026, 1, 1, tzinfo=UTC)
     base: dict[str, Any] = {
-        "task_id": "t_1",
         "state": "running",
         "reason": None,
         "created_at": now - timedelta(seconds=75),
         "finished_at": None,
-        "now": now,
-        "url": "http://h/tasks/t_1",
         "attempt": 1,
         "steps": {"checkout", "agent"},
         "latest_step": "editing",
     }
-    return TaskView(**{**base, **changes})
+    v = {**base, **changes}
+    task = Task(
+        id="t_1",
+        repo="o/r",
+        instructions="x",
+        state=v["state"],
+        state_reason=v["reason"],
+        created_at=v["created_at"],
+        finished_at=v["finished_at"],
+        pr_url=v.get("pr_url"),
+        summary=v.get("summary"),
+        links={"pr_number": v["pr_number"]} if v.get("pr_number") else {},
+    )
+    run = Run(task_id="t_1", attempt=v["attempt"]) if v["attempt"] else None
+    snap = TaskSnapshot(
+        task,
+        run,
+        now=now,
+        step=v["latest_step"],
+        steps=v["steps"],
+        position=v.get("position"),
+        files=v.get("files", []),
+        errors=v.get("errors", []),
+    )
+    return Page(snap, "http://h/tasks/t_1")
 
 
 def test_checklist_follows_the_run() -> None:
-    assert checklist(_view()) == [
+    assert checklist(_view().snap) == [
         "- ✅ Queued",
         "- ✅ Repository checked out",
         "- ⏳ Agent at work — editing",
@@ -169,10 +193,12 @@ def test_checklist_follows_the_run() -> None:
         "- ⬜ Pull request opened",
     ]
     done = checklist(
-        _view(state="succeeded", files=["a"], pr_url="u", pr_number=3, steps={"checkout", "agent", "push"})
+        _view(
+            state="succeeded", files=["a"], pr_url="u", pr_number=3, steps={"checkout", "agent", "push"}
+        ).snap
     )
     assert all(line.startswith("- ✅") for line in done)
-    failed = checklist(_view(state="failed", finished_at=datetime(2026, 1, 1, tzinfo=UTC)))
+    failed = checklist(_view(state="failed", finished_at=datetime(2026, 1, 1, tzinfo=UTC)).snap)
     assert "- ❌ Agent at work — editing" in failed
 
 

@@ -16,10 +16,11 @@ from bot.answers import split_repo, strip_mention
 from bot.config import AllowRule, SlackConfig, load_slack_config, parse_slack_config
 from bot.doctor import GROUP_SCOPE, REQUIRED_SCOPES
 from bot.reporter import SlackReporter, status_key
-from bot.view import TaskView
 from core.clock import utcnow
 from core.errors import ConfigError
 from core.models import Run, RunEvent, Task
+from core.snapshot import TaskSnapshot
+from core.usage import TokenUsage
 from tests.fakes.slack_api import check_message
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,15 +99,13 @@ def _task(**overrides: Any) -> Task:
 )
 def test_status_message_is_always_valid(task: Task) -> None:
     run = Run(task_id=task.id, attempt=2, started_at=utcnow() - timedelta(seconds=75))
-    view = TaskView(
+    view = TaskSnapshot(
         task,
         run,
         step="s" * 5000,
         log_tail=["l" * 90_000] * 5,
         position=3,
-        tokens_in=1234,
-        tokens_out=56,
-        cost_usd=0.0123,
+        usage=TokenUsage(1234, 56, 0.0123),
     )
     text, made = messages.status_message(view, "http://handoff.test")
     assert check_message(text, made) is None

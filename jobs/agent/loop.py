@@ -22,6 +22,7 @@ from typing import Any, Literal, TypeVar
 
 from core.config import Price
 from core.errors import SandboxError, SandboxUnavailable
+from core.usage import TokenUsage
 from jobs.agent.conversation import Message, ModelRequest, ToolCall, ToolResult, Turn, tool_message
 from jobs.agent.llm import LLM, ModelFatal, ModelRetryable, RetryPolicy, complete_with_retries
 from jobs.agent.tools import ASK, FINISH, SPECS, ToolBox, check_arguments
@@ -142,7 +143,7 @@ class AgentLoop:
         self.tokens_out += turn.output_tokens
         self.model_seen = turn.model or self.model_seen
         cost = self.price.cost(turn.input_tokens, turn.output_tokens) if self.price else 0.0
-        usage = {"input_tokens": turn.input_tokens, "output_tokens": turn.output_tokens, "cost_usd": cost}
+        usage = TokenUsage(turn.input_tokens, turn.output_tokens, cost).wire()
         # The pump adds ``usage`` up (run tokens and cost) and applies the token and cost budgets.
         self.emit("progress", {"step": "model", "n": self.steps, "model": self.model, "usage": usage})
 

@@ -29,6 +29,7 @@ import json
 from typing import Any, Protocol
 
 from core.config import Price
+from core.usage import TokenUsage
 
 Event = tuple[str, dict[str, Any]]
 _CLIP = 4000
@@ -100,8 +101,7 @@ class _Usage:
         self.tokens_in += tokens_in
         self.tokens_out += tokens_out
         self.cost += cost
-        usage = {"input_tokens": tokens_in, "output_tokens": tokens_out, "cost_usd": cost}
-        return "progress", {"step": "model", "usage": usage}
+        return "progress", {"step": "model", "usage": TokenUsage(tokens_in, tokens_out, cost).wire()}
 
 
 class ClaudeCodeTranslator:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from core.config import Budget, Price
+from core.usage import TokenUsage
 
 Api = Literal["anthropic", "chat", "responses"]
 CHARS_PER_TOKEN = 4
@@ -48,11 +49,7 @@ class Usage:
 
     def event_data(self) -> dict[str, Any]:
         """The run event's ``data`` (a ``progress`` step whose ``usage`` budgets count)."""
-        usage = {
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-            "cost_usd": self.cost_usd,
-        }
+        usage = TokenUsage(self.input_tokens, self.output_tokens, self.cost_usd).wire()
         data: dict[str, Any] = {"step": "model", "model": self.model, "metered": "gateway", "usage": usage}
         if self.estimated:
             data["estimated"] = True

@@ -159,7 +159,7 @@ async def _step(
     fingerprint = _fingerprint(task, runs)
     if fingerprint != state.seen:
         state.seen = fingerprint
-        context = await status_context(dash, viewer, task, runs, selected)
+        context = await status_context(dash, viewer, services, task, runs, selected)
         yield frame("status", dash.render_text("_status.html", csrf=csrf, notice=None, **context))
     latest = runs[-1] if runs else None
     if follow and latest is not None and latest.id != run_id:

@@ -13,8 +13,10 @@ from core.errors import InvalidTransition, NotFound
 from core.inputs import SafeText
 from core.links import TaskLinks
 from core.models import Run, Task, TaskSource
+from core.snapshot import load_snapshot
 from core.states import TaskState
 from core.tasks import TaskFilter
+from core.usage import TokenUsage
 from web.dashboard import charts, queries
 from web.dashboard.auth import dashboard, redirect
 from web.dashboard.context import Dashboard, Viewer
@@ -140,13 +142,18 @@ def source_links(task: Task) -> list[tuple[str, Any]]:
 
 
 async def status_context(
-    dash: Dashboard, viewer: Viewer, task: Task, runs: list[Run], run: Run | None
+    dash: Dashboard, viewer: Viewer, services: Services, task: Task, runs: list[Run], run: Run | None
 ) -> dict[str, Any]:
-    """What the status fragment (header, metrics, runs) needs; also used by the live stream."""
+    """What the status fragment (header, metrics, runs) needs; also used by the live stream.
+
+    The run's tokens and cost come from the task snapshot, as GitHub and Slack show them (live
+    while the run goes)."""
+    snap = await load_snapshot(services.sessions, task.id, run_id=run.id) if run is not None else None
     return {
         "task": task,
         "runs": runs,
         "run": run,
+        "usage": snap.usage if snap is not None else TokenUsage(),
         "can_act": await dash.can_act(viewer, task),
         "total_cost": sum(r.cost_usd for r in runs),
         "links": source_links(task),
@@ -187,7 +194,7 @@ async def task_page(
         live_url=live_url,
         diff=diff,
         notice=_NOTICES.get(notice or ""),
-        **await status_context(dash, viewer, task, runs, selected),
+        **await status_context(dash, viewer, services, task, runs, selected),
     )
 
 
@@ -239,7 +246,7 @@ async def _act(request: Request, task_id: str, action: str) -> Response:
         assert fresh is not None
         shown = (await request.form()).get("run")
         selected = next((r for r in runs if r.id == shown), runs[-1] if runs else None)
-        context = await status_context(dash, viewer, fresh, runs, selected)
+        context = await status_context(dash, viewer, services, fresh, runs, selected)
         return dash.page(
             request, session, "_status.html", viewer=viewer, notice=_NOTICES.get(notice or ""), **context
         )
