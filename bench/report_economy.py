@@ -72,6 +72,7 @@ from core.settings import Settings, load_settings
 from core.states import RunOutcome, TaskState
 from github_app.api import marker
 from github_app.ingest import INGEST_JOB
+from github_app.integration import GitHubIntegration
 from github_app.reporter import check_key, comment_key
 from github_app.signature import sign
 from jobs.context import WorkerContext
@@ -216,10 +217,10 @@ async def skipped_run(ctx: dict[str, Any], task_id: str, gen: int) -> str:
 @contextlib.asynccontextmanager
 async def ingest_worker(wc: WorkerContext, settings: Settings) -> AsyncIterator[Worker]:
     """An arq worker running the real ``github_ingest`` job (and swallowing the ``run_task`` job)."""
-    github = next(i for i in wc.integrations if i.name == "github")
+    github = next(i for i in wc.integrations if isinstance(i, GitHubIntegration))
     worker = Worker(
         functions=[
-            func(github.extras["jobs"][INGEST_JOB], name=INGEST_JOB, timeout=60, max_tries=5),
+            func(github.jobs[INGEST_JOB], name=INGEST_JOB, timeout=60, max_tries=5),
             func(skipped_run, name=RUN_JOB, timeout=10, max_tries=1),
         ],
         queue_name=settings.handoff_queue_name,
@@ -592,8 +593,8 @@ async def measure(work: Path, events: int, seconds: float, postgres: bool, redis
             slack.bind(slack_server.url)
             settings = bench_settings(work, db_url, redis_url, gh_server.url, slack.api_url)
             wc: WorkerContext = worker_context(settings)
-            github = next(i for i in wc.integrations if i.name == "github")
-            gh_write_interval = float(github.extras["github"].server.write_interval_s)
+            github = next(i for i in wc.integrations if isinstance(i, GitHubIntegration))
+            gh_write_interval = float(github.github.server.write_interval_s)
             sender = OutboxSender(wc.sessions, wc.notifiers, wc.config.outbox)
             stop = asyncio.Event()
             sender_task = asyncio.create_task(sender.run(stop), name="outbox-sender")

@@ -8,7 +8,7 @@ log the body of a bad request), and a body over 1 MiB is refused (413) before it
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
@@ -139,17 +139,25 @@ def build_router(bot: SlackBot) -> APIRouter:
     return router
 
 
+@dataclass
+class SlackIntegration(Integration):
+    """The Slack bot's :class:`~core.ports.Integration`, with the bot (for Socket Mode and tests)."""
+
+    bot: SlackBot = field(kw_only=True)
+
+
 def build_integration(
     settings: Settings, services: BotServices, *, slack_config: SlackConfig | None = None
-) -> Integration:
-    """The Slack :class:`~core.ports.Integration`: router, reporter, notifier; the bot in ``extras``."""
+) -> SlackIntegration:
+    """The Slack :class:`~core.ports.Integration`: router, reporter, notifier, and the bot."""
     bot = build_bot(settings, services, slack_config=slack_config)
-    return Integration(
+    return SlackIntegration(
         name="slack",
         reporters=[bot.reporter],
         notifiers=[bot.notifier],
         router=build_router(bot),
-        extras={"slack": bot},
+        closers=[bot],
+        bot=bot,
     )
 
 

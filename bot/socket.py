@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 
 from core.errors import ConfigError
-from core.ports import Integration
 
 if TYPE_CHECKING:
     from bot.integration import SlackBot
@@ -29,9 +28,8 @@ def socket_handler(bot: SlackBot) -> AsyncSocketModeHandler:
     return AsyncSocketModeHandler(bot.app, token.get_secret_value(), web_client=bot.app.client)
 
 
-async def start_socket_mode(integration: Integration) -> Callable[[], Awaitable[None]]:
-    """Connect to Slack over a WebSocket; return the coroutine function that disconnects."""
-    bot: SlackBot = integration.extras["slack"]
+async def start_socket_mode(bot: SlackBot) -> Callable[[], Awaitable[None]]:
+    """Connect ``bot`` to Slack over a WebSocket; return the coroutine function that disconnects."""
     handler = socket_handler(bot)
     await handler.connect_async()  # type: ignore[no-untyped-call]
 

@@ -1,13 +1,15 @@
 """Ports: the narrow interfaces core needs from the outside world (``typing.Protocol``).
 
 Implementations live in ``jobs/`` (arq queue, Docker sandbox, git workspace), ``github_app/`` and
-``bot/`` (reporters); the composition root wires them together.
+``bot/`` (git credentials, post-push hooks, :class:`Integration` s); the composition root wires
+them together. Reporters and notifiers have their contracts in :mod:`core.outbox`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+import logging
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -15,6 +17,9 @@ from typing import Any, Protocol
 from core.config import Limits
 from core.links import PullRequestLink
 from core.models import Run, Task
+from core.outbox import Notifier, Reporter
+
+log = logging.getLogger(__name__)
 
 
 class Queue(Protocol):
@@ -194,14 +199,6 @@ class Workspace(Protocol):
         ...
 
 
-class Reporter(Protocol):
-    """Turns run events into notifications (GitHub, Slack, the dashboard)."""
-
-    async def on_event(self, task: Any, run: Any, event: Any) -> None:
-        """React to one event of ``run`` of ``task``."""
-        ...
-
-
 class GitCredentials(Protocol):
     """Supplies the git auth header for a task's repository (e.g. a GitHub installation token)."""
 
@@ -220,19 +217,51 @@ class PostPush(Protocol):
         ...
 
 
+class Reconciler(Protocol):
+    """Catches up on what an integration missed (e.g. GitHub deliveries that failed)."""
+
+    async def reconcile(self) -> Any:
+        """One pass; called by a worker cron every few minutes."""
+        ...
+
+
+class Closable(Protocol):
+    """Something an integration opened that must be closed at shutdown (an HTTP client, a pool)."""
+
+    async def aclose(self) -> None:
+        """Release it."""
+        ...
+
+
+# An arq job function: ``(ctx, *args) -> result``.
+Job = Callable[..., Coroutine[Any, Any, Any]]
+
+
 @dataclass
 class Integration:
-    """What one external system (GitHub, Slack) plugs into the API and the worker.
+    """What one external system (GitHub, Slack, status webhooks) plugs into the API and the worker.
 
-    Built once at the composition root; ``router`` is a FastAPI router (typed loosely: core does
-    not import frameworks).
+    Built once per process at the composition root; ``router`` is a FastAPI router (typed loosely:
+    core does not import frameworks). An integration that exposes more (the GitHub services, the
+    Slack bot) subclasses this with typed fields of its own.
     """
 
     name: str
-    reporters: list[Any] = field(default_factory=list)
-    notifiers: list[Any] = field(default_factory=list)
+    reporters: list[Reporter] = field(default_factory=list)
+    notifiers: list[Notifier] = field(default_factory=list)
     router: Any = None
     git_credentials: GitCredentials | None = None
     post_push: list[PostPush] = field(default_factory=list)
-    # Extra services by name (e.g. the GitHub client), for the worker's jobs and the dashboard.
-    extras: dict[str, Any] = field(default_factory=dict)
+    # Jobs the worker registers with arq, by name (e.g. turning a recorded delivery into a task).
+    jobs: dict[str, Job] = field(default_factory=dict)
+    reconciler: Reconciler | None = None
+    # Closed, in order, when the process shuts down.
+    closers: list[Closable] = field(default_factory=list)
+
+    async def aclose(self) -> None:
+        """Close what the integration opened; a failure is logged, never stops the shutdown."""
+        for closer in self.closers:
+            try:
+                await closer.aclose()
+            except Exception as exc:
+                log.warning("closing %s failed: %s", self.name, exc)

@@ -8,13 +8,15 @@ is the host's service container (the API's ``Services`` or the worker's ``Worker
 * ``reporters`` — add to the journal (``services.journal.reporters.extend(...)``)
 * ``notifiers`` — for the outbox sender (channel ``github``)
 * ``git_credentials`` and ``post_push`` — for the worker
-* ``extras["jobs"]`` — ``{"github_ingest": coroutine}``: register with arq (``func(coro, name=...)``)
-* ``extras["github"]`` — the :class:`~github_app.services.GitHubServices` (client, caches);
-  ``extras["reconciler"]`` — the redelivery reconciler (a cron every few minutes)
+* ``jobs`` — ``{"github_ingest": coroutine}``: registered with arq (``func(coro, name=...)``)
+* ``reconciler`` — the redelivery reconciler (a cron every few minutes)
+* ``github`` — the :class:`~github_app.services.GitHubServices` (client, caches), and ``receiver``,
+  the webhook route's recorder (closed at shutdown)
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pydantic import ValidationError
@@ -115,9 +117,17 @@ def build_services(
     return svc
 
 
+@dataclass
+class GitHubIntegration(Integration):
+    """The GitHub App's :class:`~core.ports.Integration`, with its services."""
+
+    github: GitHubServices = field(kw_only=True)
+    receiver: WebhookReceiver = field(kw_only=True)
+
+
 def build_integration(
     settings: Settings, services: HostServices, *, config: GitHubServerConfig | None = None
-) -> Integration:
+) -> GitHubIntegration:
     """Everything the GitHub App plugs into the API and the worker."""
     svc = build_services(settings, services, config)
     patterns = list(services.config.secret_patterns)
@@ -136,17 +146,16 @@ def build_integration(
         edit_interval_s=services.config.outbox.github_object_interval_s,
         ack_reserve=services.config.outbox.github_ack_reserve,
     )
-    return Integration(
+    return GitHubIntegration(
         name="github",
         reporters=[GitHubReporter()],
         notifiers=[notifier],
         router=webhook_router(receiver),
         git_credentials=GitHubCredentials(svc),
         post_push=[GitHubPostPush(svc, patterns)],
-        extras={
-            "github": svc,
-            "jobs": {INGEST_JOB: Ingest(svc).run},
-            "reconciler": Reconciler(svc.client, svc.sessions),
-            "webhooks": receiver,
-        },
+        jobs={INGEST_JOB: Ingest(svc).run},
+        reconciler=Reconciler(svc.client, svc.sessions),
+        closers=[receiver],
+        github=svc,
+        receiver=receiver,
     )

@@ -119,7 +119,7 @@ class WebhookReceiver:
         return results
 
     async def aclose(self) -> None:
-        """Finish the writes in flight and close the pool (at shutdown, via ``Integration.extras``)."""
+        """Finish the writes in flight and close the pool (at shutdown: one of its ``Integration.closers``)."""
         await self.rows.aclose()
         await self.jobs.aclose()
         await self.engine.dispose()

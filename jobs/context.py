@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import socket
 from collections.abc import Sequence
@@ -59,23 +58,12 @@ class WorkerContext:
     async def close(self) -> None:
         """Release connections."""
         for integration in self.integrations:
-            await close_extras(integration)
+            await integration.aclose()
         await self.queue.close()
         close = getattr(self.sandbox, "close", None)
         if close is not None:
             close()
         await self.engine.dispose()
-
-
-async def close_extras(integration: Integration) -> None:
-    """Close what an integration opened (HTTP clients and the like)."""
-    for extra in integration.extras.values():
-        aclose = getattr(extra, "aclose", None)
-        if aclose is not None:
-            try:
-                await aclose()
-            except Exception as exc:  # closing must never stop shutdown
-                logging.getLogger(__name__).warning("closing %s failed: %s", integration.name, exc)
 
 
 def attach(wc: WorkerContext, integrations: Sequence[Integration]) -> WorkerContext:

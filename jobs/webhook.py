@@ -214,5 +214,5 @@ def build_integration(settings: Settings, services: Any) -> Integration | None:
         name="webhook",
         reporters=[WebhookReporter(targets)],
         notifiers=[WebhookNotifier(targets, client)],
-        extras={"webhook_client": client},
+        closers=[client],
     )

@@ -125,7 +125,7 @@ async def reconcile(ctx: dict[str, Any]) -> None:
     """arq cron: let integrations catch up on what they missed (e.g. failed GitHub deliveries)."""
     wc: WorkerContext = ctx["handoff"]
     for integration in wc.integrations:
-        reconciler = integration.extras.get("reconciler")
+        reconciler = integration.reconciler
         if reconciler is not None:
             try:
                 await reconciler.reconcile()
@@ -148,7 +148,7 @@ def worker_kwargs(settings: Settings, wc: WorkerContext | None = None, **overrid
             *(
                 func(retry_on_outage(job), name=name, timeout=120, max_tries=50)
                 for integration in wc.integrations
-                for name, job in integration.extras.get("jobs", {}).items()
+                for name, job in integration.jobs.items()
             ),
         ],
         "cron_jobs": [

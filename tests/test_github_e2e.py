@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from core.models import AuditEntry, Task
 from core.settings import Settings
+from github_app.integration import GitHubIntegration
 from tests.conftest import git
 from tests.test_github_harness import APP_ID, REPO, World, github_world, handoff_api, handoff_worker, until
 
@@ -285,7 +286,7 @@ async def test_installation_removed_cancels_and_mints_no_more_tokens(
         deleted = world.payload("installation", "deleted", sender="root")
         await world.send(client, "installation", deleted)
         task = await world.task_in({"cancelled"}, timeout=20)
-        svc = worker.ctx["handoff"].integrations[0].extras["github"]
+        svc = next(i for i in worker.ctx["handoff"].integrations if isinstance(i, GitHubIntegration)).github
         minted = len(world.fake.calls("apps/create-installation-access-token"))
         with pytest.raises(InstallationRevoked):
             await svc.client.token(77, REPO, {"contents": "write"})

@@ -303,7 +303,7 @@ async def handoff_worker(world: World, **overrides: Any) -> AsyncIterator[Any]:
     github = next(i for i in wc.integrations if i.name == "github")
     functions = [
         func(run_task, name=RUN_JOB, timeout=330, max_tries=1000),
-        func(github.extras["jobs"][INGEST_JOB], name=INGEST_JOB, timeout=60, max_tries=3),
+        func(github.jobs[INGEST_JOB], name=INGEST_JOB, timeout=60, max_tries=3),
     ]
     async with running_worker(
         world.settings, ctx={"handoff": wc}, functions=functions, max_jobs=12, **overrides

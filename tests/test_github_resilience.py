@@ -40,7 +40,7 @@ async def wired(world: World) -> AsyncIterator[dict[str, Any]]:
     try:
         yield {
             "services": services,
-            "svc": integration.extras["github"],
+            "svc": integration.github,
             "notifier": integration.notifiers[0],
             "post_push": integration.post_push[0],
             "sender": OutboxSender(services.sessions, integration.notifiers, services.config.outbox),

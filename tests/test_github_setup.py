@@ -138,7 +138,8 @@ async def test_reconciler_redelivers_missed_deliveries_once(settings: Settings, 
         await world.send(client, "ping", {"zen": "x", "hook_id": 1}, delivery="g-handled")
         services = build_services(world.settings)
         try:
-            reconciler = build_integration(world.settings, services).extras["reconciler"]
+            reconciler = build_integration(world.settings, services).reconciler
+            assert reconciler is not None
             first = await reconciler.reconcile()
             second = await reconciler.reconcile()
         finally:

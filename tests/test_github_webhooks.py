@@ -173,7 +173,7 @@ async def test_whole_example_corpus_is_answered_2xx(settings: Settings, tmp_path
         services = build_services(world.settings)
         try:
             integration = build_integration(world.settings, services)
-            svc = integration.extras["github"]
+            svc = integration.github
             ingest = Ingest(svc).run
             rows = await world.deliveries()
             assert set(rows) == {d for d, _, _ in sent}

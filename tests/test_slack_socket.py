@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from bot.integration import SlackIntegration
 from bot.messages import CANCEL
 from bot.socket import start_socket_mode
 from core.settings import Settings
@@ -41,8 +42,8 @@ async def _send(rig: Rig, kind: str, payload: dict[str, Any], **extra: Any) -> s
 
 async def test_socket_mode_envelopes(settings: Settings, tmp_path: Path) -> None:
     async with slack_rig(settings, tmp_path) as rig:
-        integration = next(i for i in rig.services.integrations if i.name == "slack")
-        stop = await start_socket_mode(integration)
+        integration = next(i for i in rig.services.integrations if isinstance(i, SlackIntegration))
+        stop = await start_socket_mode(integration.bot)
         try:
             await wait_for_socket(rig.fake)
             assert rig.fake.of("apps.connections.open")

@@ -18,7 +18,7 @@ from pydantic import SecretStr
 from sqlalchemy import select
 from sqlmodel import col
 
-from bot.integration import SlackBot
+from bot.integration import SlackBot, SlackIntegration
 from core.links import PullRequestLink
 from core.models import AuditEntry, Delivery, Outbox, Run, Task
 from core.ports import PushResult
@@ -91,9 +91,8 @@ class Rig:
     @property
     def bot(self) -> SlackBot:
         """The API process's bot."""
-        integration = next(i for i in self.services.integrations if i.name == "slack")
-        bot: SlackBot = integration.extras["slack"]
-        return bot
+        integration = next(i for i in self.services.integrations if isinstance(i, SlackIntegration))
+        return integration.bot
 
     async def rows(self, model: Any, *where: Any) -> list[Any]:
         """Rows of ``model`` (oldest first by primary key)."""

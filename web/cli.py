@@ -120,13 +120,14 @@ async def _start_socket_mode(api: Any, wanted: bool | None) -> Callable[[], Awai
     settings: Settings = api.state.services.settings
     if wanted is False or (wanted is None and settings.slack_app_token is None):
         return None
-    slack = next((i for i in api.state.services.integrations if i.name == "slack"), None)
-    if slack is None:
-        fail("--socket-mode: Slack is not configured (SLACK_BOT_TOKEN and SLACK_APP_TOKEN)", 2)
+    from bot.integration import SlackIntegration
     from bot.socket import start_socket_mode
 
+    slack = next((i for i in api.state.services.integrations if isinstance(i, SlackIntegration)), None)
+    if slack is None:
+        fail("--socket-mode: Slack is not configured (SLACK_BOT_TOKEN and SLACK_APP_TOKEN)", 2)
     try:
-        stop: Callable[[], Awaitable[None]] = await start_socket_mode(slack)
+        stop: Callable[[], Awaitable[None]] = await start_socket_mode(slack.bot)
     except Exception as exc:  # Slack down or a bad token must not stop the API; doctor says more
         log.warning("Slack Socket Mode did not connect: %s (run `handoff doctor`)", _first_line(exc))
         return None

@@ -38,10 +38,8 @@ class Services:
 
     async def close(self) -> None:
         """Release connections."""
-        from jobs.context import close_extras
-
         for integration in self.integrations:
-            await close_extras(integration)
+            await integration.aclose()
         close = getattr(self.queue, "close", None)
         if close is not None:
             await close()
