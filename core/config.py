@@ -294,6 +294,10 @@ class HandoffConfig(BaseModel):
     github: dict[str, Any] = Field(default_factory=dict)
     slack: dict[str, Any] = Field(default_factory=dict)
     webhooks: list[dict[str, Any]] = Field(default_factory=list)
+    # Automation rules (core.automations.rules validates them at load) and the kill switch:
+    # repositories ("owner/name", "owner/*") whose automations never fire.
+    automations: list[Any] = Field(default_factory=list)
+    automations_paused: list[str] = Field(default_factory=list)
     secret_patterns: list[str] = Field(default_factory=list)
     # Model prices; a key matches a model exactly or as its longest prefix ("claude-sonnet-4").
     prices: dict[str, Price] = Field(default_factory=dict)
@@ -361,4 +365,21 @@ def load_config(path: Path | None) -> HandoffConfig:
                 f"HANDOFF_CONFIG: {path}: github.agents names no profile: {', '.join(unknown)} "
                 f"(profiles: {', '.join(config.profiles)})"
             )
+    _check_automations(config, path)
     return config
+
+
+def _check_automations(config: HandoffConfig, path: Path) -> None:
+    """Automation rules are checked at start-up: a bad rule stops the process, naming it."""
+    from core.automations.rules import parse_rules
+
+    try:
+        rules = parse_rules(config.automations, "automations")
+    except ValueError as exc:
+        raise ConfigError(f"HANDOFF_CONFIG: {path}: {exc}") from exc
+    for rule in rules:
+        if rule.agent is not None and rule.agent not in config.profiles:
+            raise ConfigError(
+                f"HANDOFF_CONFIG: {path}: automations ({rule.name}): agent {rule.agent!r} is no profile "
+                f"(profiles: {', '.join(config.profiles)})"
+            )

@@ -104,6 +104,29 @@ class SlackLinks(_Part):
         return _part(cls, task, "slack")
 
 
+class AutomationLinks(_Part):
+    """The automation rule that started a task, and on what (``core.automations``)."""
+
+    rule: str
+    # "server" (handoff.yml) or "repo" (the repository's .handoff.yml).
+    source: str = "server"
+    # "review" (findings, nothing pushed), "work" or "fix-ci".
+    mode: str = "work"
+    event: str | None = None
+    head_sha: str | None = None
+    delivery: str | None = None
+
+    @property
+    def publishes(self) -> bool:
+        """Whether a run of this task may push: never in review mode."""
+        return self.mode != "review"
+
+    @classmethod
+    def of(cls, task: Task) -> AutomationLinks | None:
+        """The task's automation, or ``None`` (reads only this part: reporters call it per event)."""
+        return _part(cls, task, "automation")
+
+
 class ReviewComment(_Part):
     """Where a pull-request review comment was made: file, line and diff hunk."""
 
@@ -191,6 +214,7 @@ class TaskLinks(BaseModel):
     url: str | None = None
     github: GitHubLinks | None = None
     slack: SlackLinks | None = None
+    automation: AutomationLinks | None = None
     # ``--model`` / ``--agent`` / ``--base`` given with the request.
     options: dict[str, str] = Field(default_factory=dict)
     # The request's text comes from outside the repository's writers: fenced for the agent.
@@ -205,7 +229,7 @@ class TaskLinks(BaseModel):
     comment_url: str | None = None
     slack_permalink: str | None = None
 
-    @field_validator("github", "slack", mode="wrap")
+    @field_validator("github", "slack", "automation", mode="wrap")
     @classmethod
     def _home(cls, value: Any, handler: Any) -> Any:
         # A home that does not parse (written by an older version, or by hand) is no home: it

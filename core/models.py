@@ -50,6 +50,8 @@ class TaskSource(StrEnum):
     github_issue = "github_issue"
     github_comment = "github_comment"
     github_review = "github_review"
+    # Started by an automation rule (an event or a schedule), not by a person's command.
+    github_automation = "github_automation"
     slack = "slack"
 
 
@@ -227,3 +229,47 @@ class AuditEntry(SQLModel, table=True):
     reason: str | None = None
     task_id: str | None = Field(default=None, max_length=40, index=True)
     data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class AutomationFiring(SQLModel, table=True):
+    """One automation decision: a rule fired on an event (or schedule), or was skipped, and why.
+
+    A fired row carries the rule's dedupe key (unique): a second event for the same head commit,
+    a redelivery, or a schedule seen by two workers finds it and fires nothing.
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    ts: datetime = _ts(index=True)
+    rule: str = Field(max_length=100, index=True)
+    # "server" (handoff.yml) or "repo" (the repository's .handoff.yml).
+    source: str = Field(default="server", max_length=16)
+    repo: str = Field(max_length=1000, index=True)
+    event: str = Field(max_length=100)
+    decision: str = Field(max_length=16, index=True)
+    reason: str | None = None
+    dedupe_key: str | None = Field(default=None, max_length=255, unique=True)
+    task_id: str | None = Field(default=None, max_length=40, index=True)
+    delivery_id: str | None = Field(default=None, max_length=255)
+    data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class ReviewRecord(SQLModel, table=True):
+    """A review-mode task's review: the diff it was asked about, and the findings it reported.
+
+    Written when the rule fires (the commentable lines of the pull request at ``head_sha``) and
+    when a run ends (its findings, checked and bounded); the GitHub notifier posts from it.
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    task_id: str = Field(foreign_key="task.id", max_length=40, unique=True)
+    repo: str = Field(max_length=1000)
+    number: int
+    rule: str = Field(max_length=100)
+    head_sha: str = Field(max_length=64)
+    run_id: str | None = Field(default=None, max_length=40)
+    summary: str | None = None
+    # path -> [[first, last], ...] lines of the head commit a review comment may be on.
+    diff: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    findings: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
