@@ -39,6 +39,7 @@ from jobs.context import WorkerContext
 from jobs.gateway.session import RunGateway, for_profile
 from jobs.hostgit import redact_url
 from jobs.pump import EventPump
+from jobs.review import finish_review, publishes
 from jobs.workspace import GitWorkspace
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,8 @@ class Execution:
         self.steps = 0
         self.model: str | None = None
         self.changes = LinkChanges()
+        # Review mode: what the built-in agent reported (untrusted; jobs.review checks it).
+        self.findings: Any = None
         self._background: set[asyncio.Task[None]] = set()
 
     async def execute(self) -> Outcome:
@@ -292,6 +295,9 @@ class Execution:
         self._container_started(container_id)
 
     async def _publish(self, workspace: GitWorkspace, pump: EventPump, outcome: Outcome) -> Outcome:
+        if not publishes(self.task):
+            # Review mode: nothing is committed or pushed, whatever the agent changed.
+            return await finish_review(self, pump, outcome)
         pump.add(EventType.progress.value, {"step": "push", "branch": workspace.branch})
         try:
             if self.wc.git_credentials is not None:

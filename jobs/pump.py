@@ -76,6 +76,7 @@ class EventPump:
         self._closed = False
         self._task: asyncio.Task[None] | None = None
         self.summary: str | None = None
+        self.findings: Any = None
         self.count = 0  # events accepted for storage
         self.bytes = 0
         self.over_cap = 0  # agent events past the per-run caps, counted but not stored
@@ -116,6 +117,8 @@ class EventPump:
             summary = event.data.get("summary")
             if isinstance(summary, str):
                 self.summary = summary
+            if "findings" in event.data:  # review mode; untrusted, checked by core.review
+                self.findings = event.data["findings"]
         droppable = agent or event.type in _BULK
         size = len(json.dumps(event.data, default=str, ensure_ascii=False))
         limits = self.limits

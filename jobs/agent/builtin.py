@@ -82,6 +82,7 @@ async def run_builtin(
         with contextlib.suppress(SandboxError, SandboxUnavailable):  # the reaper removes it by label
             stopped = await ex.wc.sandbox.stop(handle)
     ex.steps, ex.model, ex.changes = agent.steps, agent.model, agent.changes
+    ex.findings = agent.findings
     result = agent.result
     if result.status == "finished":
         pump.add(EventType.result.value, {"summary": agent.summary or "done", "steps": agent.steps})

@@ -23,9 +23,9 @@ from typing import Any, Literal, TypeVar
 from core.config import Price
 from core.errors import SandboxError, SandboxUnavailable
 from core.usage import TokenUsage
-from jobs.agent.conversation import Message, ModelRequest, ToolCall, ToolResult, Turn, tool_message
+from jobs.agent.conversation import Message, ModelRequest, ToolCall, ToolResult, ToolSpec, Turn, tool_message
 from jobs.agent.llm import LLM, ModelFatal, ModelRetryable, RetryPolicy, complete_with_retries
-from jobs.agent.tools import ASK, FINISH, SPECS, ToolBox, check_arguments
+from jobs.agent.tools import ASK, FINISH, REPORT, SPECS, ToolBox, check_arguments
 
 Emit = Callable[[str, dict[str, Any]], None]
 Status = Literal["finished", "asked", "budget", "cancelled", "timeout", "failed"]
@@ -54,6 +54,8 @@ class LoopResult:
     pending_ask_id: str | None = None
     retryable: bool = False
     last_text: str = ""
+    # Review mode: what the agent reported (untrusted; core.review checks it).
+    findings: Any = None
 
 
 @dataclass
@@ -72,6 +74,8 @@ class AgentLoop:
     price: Price | None = None
     budget_hit: Callable[[], str | None] = lambda: None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    # The tools offered (review mode: no writes, report_findings instead of finish and ask).
+    specs: list[ToolSpec] = field(default_factory=lambda: list(SPECS))
     steps: int = 0
     tokens_in: int = 0
     tokens_out: int = 0
@@ -118,7 +122,9 @@ class AgentLoop:
     # -- model calls ---------------------------------------------------------------------------
 
     async def _call_model(self) -> Turn:
-        request = ModelRequest(self.model, self.system, self.messages, SPECS, self.limits.max_output_tokens)
+        request = ModelRequest(
+            self.model, self.system, self.messages, self.specs, self.limits.max_output_tokens
+        )
         coalescer = _Coalescer(self.emit, self.steps + 1)
         try:
             return await complete_with_retries(
@@ -153,9 +159,10 @@ class AgentLoop:
         results: list[ToolResult] = []
         finish: str | None = None
         ask: tuple[str, str] | None = None
+        report: dict[str, Any] | None = None
         for call in calls:
             try:
-                args = check_arguments(call)
+                args = check_arguments(call, self.specs)
             except ValueError as exc:
                 message = f"invalid call of {call.name!r}: {exc}. Fix the arguments and call it again."
                 self._tool_event(call, None, {"output": message, "ok": False})
@@ -163,6 +170,9 @@ class AgentLoop:
                 continue
             if call.name == FINISH:
                 finish = str(args["summary"])
+                continue
+            if call.name == REPORT:
+                report = args
                 continue
             if call.name == ASK:
                 if ask is None:
@@ -176,6 +186,13 @@ class AgentLoop:
             outcome["duration_s"] = round(run.duration_s, 3)
             self._tool_event(call, None, {**outcome, "output": run.result.content[:_EVENT_CHARS]})
             results.append(run.result)
+        if report is not None:
+            summary = report.get("summary")
+            return LoopResult(
+                "finished",
+                summary=summary if isinstance(summary, str) else None,
+                findings=report.get("findings"),
+            )
         if finish is not None and not any(r.is_error for r in results):
             return LoopResult("finished", summary=finish)
         if ask is not None:

@@ -16,17 +16,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.config import Budget, HandoffConfig, Profile
-from core.links import LinkChanges, TaskLinks
+from core.links import AutomationLinks, LinkChanges, TaskLinks
 from core.models import Run, Task
 from core.ports import Sandbox, SandboxHandle
 from core.settings import Settings
 from jobs.agent.anthropic_llm import AnthropicLLM
-from jobs.agent.context import SYSTEM_PROMPT, answer_message, read_repo, run_setup, task_message
+from jobs.agent.context import (
+    REVIEW_SYSTEM_PROMPT,
+    SYSTEM_PROMPT,
+    answer_message,
+    read_repo,
+    run_setup,
+    task_message,
+)
 from jobs.agent.conversation import Message, ToolResult, persistable, tool_message, user
 from jobs.agent.llm import LLM, ModelFatal, RetryPolicy
 from jobs.agent.loop import AgentLoop, Emit, LoopLimits, LoopResult
 from jobs.agent.openai_llm import OpenAILLM
-from jobs.agent.tools import ASK, ToolBox
+from jobs.agent.tools import ASK, REVIEW_SPECS, SPECS, ToolBox
 
 NO_ANSWER = (
     "No answer was given (the task was retried). Proceed with your best judgement and say so in your summary."
@@ -43,6 +50,8 @@ class AgentRun:
     summary: str | None = None
     # The conversation to keep for the answer (or to clear once consumed).
     changes: LinkChanges = field(default_factory=LinkChanges)
+    # Review mode: the findings the agent reported (untrusted).
+    findings: Any = None
 
 
 def pick_model(task: Task, profile: Profile, emit: Emit) -> str:
@@ -103,12 +112,15 @@ async def run_agent(
     model = pick_model(task, profile, emit)
     tools = ToolBox(sandbox, handle, timeout_s=profile.tool_timeout_s, output_chars=profile.tool_output_chars)
     max_steps = min(profile.max_steps, budget.max_steps or profile.max_steps)
+    automation = AutomationLinks.of(task)
+    review = automation is not None and not automation.publishes
     loop = AgentLoop(
         llm=llm,
         tools=tools,
         emit=emit,
         model=model,
-        system=SYSTEM_PROMPT,
+        system=REVIEW_SYSTEM_PROMPT if review else SYSTEM_PROMPT,
+        specs=list(REVIEW_SPECS if review else SPECS),
         messages=[],
         limits=LoopLimits(
             max_steps, profile.max_output_tokens, budget.max_input_tokens, budget.max_output_tokens
@@ -135,7 +147,9 @@ async def run_agent(
     if result.status == "timeout" and timeout_is_budget:
         reason = f"wall-clock budget of {timeout_s:g} s used"
         result = LoopResult("budget", reason=reason, last_text=result.last_text)
-    agent = AgentRun(result=result, model=loop.model_seen or model, steps=loop.steps)
+    agent = AgentRun(
+        result=result, model=loop.model_seen or model, steps=loop.steps, findings=result.findings
+    )
     if result.status == "asked":
         agent.changes = LinkChanges(
             conversation={

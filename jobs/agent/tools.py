@@ -20,6 +20,7 @@ from jobs.agent.conversation import ToolCall, ToolResult, ToolSpec
 
 FINISH = "finish"
 ASK = "ask"
+REPORT = "report_findings"
 MAX_READ_LINES = 2000
 MAX_LIST = 1000
 MAX_MATCHES = 200
@@ -99,15 +100,52 @@ SPECS: list[ToolSpec] = [
         _obj(["question"], question=_s("the question")),
     ),
 ]
-_BY_NAME = {spec.name: spec for spec in SPECS}
-_TYPES: dict[str, tuple[type, ...]] = {"string": (str,), "integer": (int,), "number": (int, float)}
+# Review mode: read and run, never write; the findings are the result.
+REPORT_SPEC = ToolSpec(
+    REPORT,
+    "Report your review and end the run: every finding with its place on the pull request's head "
+    "commit. Handoff checks them and posts those on changed lines as inline comments, the rest in "
+    "the summary. Call it once, at the end.",
+    _obj(
+        ["findings", "summary"],
+        summary=_s("the review in a few sentences"),
+        findings={
+            "type": "array",
+            "description": "the problems found (empty when there are none)",
+            "items": _obj(
+                ["path", "line", "severity", "body"],
+                path=_s("file path, relative to /workspace"),
+                line=_i("line on the head commit (the last line of a range)"),
+                start_line=_i("first line of a range"),
+                severity={"type": "string", "enum": ["error", "warning", "info"]},
+                title=_s("a short title"),
+                body=_s("what is wrong and why"),
+                suggestion=_s("replacement text for lines start_line..line (optional)"),
+            ),
+        },
+    ),
+)
+REVIEW_SPECS: list[ToolSpec] = [
+    *(spec for spec in SPECS if spec.name not in ("write_file", "edit_file", FINISH, ASK)),
+    REPORT_SPEC,
+]
+_BY_NAME = {spec.name: spec for spec in [*SPECS, REPORT_SPEC]}
+_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "array": (list,),
+}
 
 
-def check_arguments(call: ToolCall) -> dict[str, Any]:
-    """The call's arguments, validated against its tool's schema; ``ValueError`` says what is wrong."""
-    spec = _BY_NAME.get(call.name)
+def check_arguments(call: ToolCall, offered: list[ToolSpec] | None = None) -> dict[str, Any]:
+    """The call's arguments, validated against its tool's schema; ``ValueError`` says what is wrong.
+
+    ``offered``: the tools this run offers (a tool of another mode is unknown here)."""
+    names = [s.name for s in offered] if offered is not None else list(_BY_NAME)
+    spec = _BY_NAME.get(call.name) if call.name in names else None
     if spec is None:
-        raise ValueError(f"unknown tool {call.name!r}; the tools are: {', '.join(_BY_NAME)}")
+        raise ValueError(f"unknown tool {call.name!r}; the tools are: {', '.join(names)}")
     args = call.parsed()
     props: dict[str, Any] = spec.parameters["properties"]
     missing = [name for name in spec.parameters["required"] if name not in args]
