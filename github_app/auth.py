@@ -25,6 +25,7 @@ from github_app.errors import InstallationRevoked
 READ = {"metadata": "read", "contents": "read", "issues": "read", "pull_requests": "read"}
 REPORT = {"metadata": "read", "checks": "write", "issues": "write", "pull_requests": "write"}
 GIT = {"metadata": "read", "contents": "write"}
+GIT_READ = {"metadata": "read", "contents": "read"}
 PULLS = {"metadata": "read", "contents": "read", "pull_requests": "write"}
 
 JWT_TTL_S = 8 * 60

@@ -101,7 +101,7 @@ class GitHubClient:
         self._paused: dict[int | None, float] = {}
         self._gates: dict[int | None, _Gate] = {}
 
-    def github(self, authorization: str | None) -> GitHub[Any]:
+    def github(self, authorization: str | None, *, follow_redirects: bool = True) -> GitHub[Any]:
         """A githubkit client for ``authorization`` (``None``: unauthenticated)."""
         auth: Any = HeaderAuth(authorization) if authorization else None
         return GitHub(
@@ -111,6 +111,7 @@ class GitHubClient:
             http_cache=False,
             timeout=self.timeout_s,
             user_agent="handoff-github-app",
+            follow_redirects=follow_redirects,
         )
 
     async def as_app(self, fn: Call[R], *, write: bool = False) -> R:
@@ -134,14 +135,17 @@ class GitHubClient:
         *,
         permissions: Mapping[str, str],
         write: bool = False,
+        follow_redirects: bool = True,
     ) -> R:
-        """Run ``fn`` as the installation, scoped to ``repo``; one re-mint and retry after a 401."""
+        """Run ``fn`` as the installation, scoped to ``repo``; one re-mint and retry after a 401.
+
+        ``follow_redirects=False``: a redirect (e.g. to a log download) comes back as the answer."""
         self._check_paused(installation_id)
         for attempt in (1, 2):
             token = await self.token(installation_id, repo, permissions)
             try:
                 async with self._slot(installation_id, write):
-                    return await fn(self.github(f"token {token.value}"))
+                    return await fn(self.github(f"token {token.value}", follow_redirects=follow_redirects))
             except RequestFailed as exc:
                 if exc.response.status_code == 401 and attempt == 1:
                     self.tokens.forget_token(token.value)

@@ -29,6 +29,9 @@ from core.ports import Integration
 from core.settings import Settings
 from core.tasks import TaskService
 from github_app.api import GitHubAPI
+from github_app.automations.api import AutomationAPI
+from github_app.automations.notify import AutomationNotifier
+from github_app.automations.reporter import ReviewReporter
 from github_app.client import GitHubClient
 from github_app.handlers import build_event_registry
 from github_app.ingest import INGEST_JOB, ArqEnqueue, Ingest
@@ -114,6 +117,9 @@ def build_services(
         enqueue=ArqEnqueue(services.queue, settings.handoff_queue_name),
     )
     client.tokens.revoked = svc.revoked
+    from github_app.automations import install
+
+    install(svc, services.config)
     return svc
 
 
@@ -145,10 +151,13 @@ def build_integration(
         write_interval_s=60.0 / services.config.outbox.github_creates_per_minute,
         edit_interval_s=services.config.outbox.github_object_interval_s,
         ack_reserve=services.config.outbox.github_ack_reserve,
+        automations=AutomationNotifier(
+            svc.api, AutomationAPI(svc.client), svc.sessions, svc.task_url, patterns
+        ),
     )
     return GitHubIntegration(
         name="github",
-        reporters=[GitHubReporter()],
+        reporters=[GitHubReporter(), ReviewReporter()],
         notifiers=[notifier],
         router=webhook_router(receiver),
         git_credentials=GitHubCredentials(svc),

@@ -23,9 +23,18 @@ from core.models import Outbox
 from core.outbox import Delivered, DeliveryContext, GiveUp, RateRule, RetryLater
 from core.snapshot import load_snapshot
 from github_app.api import MAX_ANNOTATIONS, GitHubAPI, marker
+from github_app.automations.notify import AUTOMATION_OPS, AutomationNotifier
 from github_app.client import ack_lane
 from github_app.errors import GitHubRateLimited, GitHubRejected, GitHubUnavailable, InstallationRevoked
-from github_app.operations import CHANNEL, OPERATIONS, Check, Comment, Reaction, Tracking
+from github_app.operations import (
+    CHANNEL,
+    OPERATIONS,
+    AnyGitHubOperation,
+    Check,
+    Comment,
+    Reaction,
+    Tracking,
+)
 from github_app.render import Page, check_run, tracking_comment
 
 
@@ -45,8 +54,10 @@ class GitHubNotifier:
         write_interval_s: float = 1.0,
         edit_interval_s: float = 2.0,
         ack_reserve: int = 5,
+        automations: AutomationNotifier | None = None,
     ) -> None:
         self.api = api
+        self.automations = automations
         self.sessions = sessions
         self.task_url = task_url
         self.secret_patterns = list(secret_patterns)
@@ -90,9 +101,11 @@ class GitHubNotifier:
         except GitHubRejected as exc:
             raise GiveUp(str(exc)) from exc
 
-    async def _deliver(
-        self, op: Reaction | Comment | Tracking | Check, row: Outbox, ctx: DeliveryContext
-    ) -> Delivered:
+    async def _deliver(self, op: AnyGitHubOperation, row: Outbox, ctx: DeliveryContext) -> Delivered:
+        if isinstance(op, AUTOMATION_OPS):
+            if self.automations is None:
+                raise GiveUp("automations are not set up in this process")
+            return await self.automations.deliver(op, row.key, ctx)
         if isinstance(op, Reaction):
             return await self._reaction(op)
         if isinstance(op, Comment):

@@ -67,5 +67,53 @@ class Check(_GitHubOperation):
     head_sha: str
 
 
-GitHubOperation = Annotated[Reaction | Comment | Tracking | Check, Field(discriminator="op")]
-OPERATIONS: Operations[Reaction | Comment | Tracking | Check] = Operations(CHANNEL, GitHubOperation)
+class CompletedCheck(_GitHubOperation):
+    """A check run created once, already completed (e.g. automation rules a repository's
+    ``.handoff.yml`` asked for and the server refused, on the commit where they were read)."""
+
+    op: Literal["completed_check"] = "completed_check"
+    head_sha: str
+    name: str
+    conclusion: Literal["neutral", "success", "failure", "action_required"] = "neutral"
+    title: str
+    summary: str
+
+
+class ReviewCheck(_GitHubOperation):
+    """Bring a review task's "Handoff review" check run up to date, annotations included (rendered
+    from the task and its review at send time; annotations go 50 per request)."""
+
+    op: Literal["review_check"] = "review_check"
+    task_id: str
+    head_sha: str
+    seq: int = 0
+
+
+class ReviewSummary(_GitHubOperation):
+    """Bring the one review summary comment of a pull request and rule up to date (edited in
+    place across pushes; rendered from the newest review at send time)."""
+
+    op: Literal["review_summary"] = "review_summary"
+    task_id: str
+    number: int
+    rule: str
+    seq: int = 0
+
+
+class ReviewPost(_GitHubOperation):
+    """Post a review run's findings: one pull request review with inline comments on the diff
+    (only findings not already open as Handoff's threads), and resolve Handoff's earlier threads
+    whose findings are gone."""
+
+    op: Literal["review_post"] = "review_post"
+    task_id: str
+    run_id: str
+    number: int
+    rule: str
+
+
+AnyGitHubOperation = (
+    Reaction | Comment | Tracking | Check | CompletedCheck | ReviewCheck | ReviewSummary | ReviewPost
+)
+GitHubOperation = Annotated[AnyGitHubOperation, Field(discriminator="op")]
+OPERATIONS: Operations[AnyGitHubOperation] = Operations(CHANNEL, GitHubOperation)

@@ -14,14 +14,14 @@ import logging
 from typing import Any
 
 from core.errors import WorkspaceError
-from core.links import GitHubLinks, PullRequestInfo, PullRequestLink, TaskLinks
+from core.links import AutomationLinks, GitHubLinks, PullRequestInfo, PullRequestLink, TaskLinks
 from core.models import Run, Task
 from core.ports import PushResult
 from core.quoting import inert
 from core.redact import redact
 from core.refs import put_ref
 from github_app.api import COMMENT_LIMIT, marker
-from github_app.auth import GIT, basic_auth_header
+from github_app.auth import GIT, GIT_READ, basic_auth_header
 from github_app.errors import GitHubError, GitHubRateLimited, GitHubRejected, GitHubUnavailable
 from github_app.render import fit
 from github_app.services import PR_REF, GitHubServices
@@ -42,8 +42,11 @@ class GitHubCredentials:
         gh = GitHubLinks.of(task)
         if gh is None:
             return None
+        # A review publishes nothing: its token can only read, so not even a bug could push.
+        automation = AutomationLinks.of(task)
+        permissions = GIT if automation is None or automation.publishes else GIT_READ
         try:
-            token = await self.svc.client.token(gh.installation_id, task.repo, GIT)
+            token = await self.svc.client.token(gh.installation_id, task.repo, permissions)
         except GitHubError as exc:
             raise WorkspaceError(f"no GitHub token for {task.repo}: {exc}") from exc
         return basic_auth_header(token.value)
@@ -57,7 +60,12 @@ def pr_body(
     number = gh.number if gh is not None else None
     pr = (gh.pr if gh is not None else None) or PullRequestInfo()
     is_pr = gh is not None and gh.is_pr
-    lines = [f"Closes #{number}" if number and not is_pr else f"Follow-up to #{number}"]
+    automation = AutomationLinks.of(task)
+    if number is None:
+        rule = f" `{automation.rule}`" if automation is not None else ""
+        lines = [f"Started by the automation{rule}."]
+    else:
+        lines = [f"Closes #{number}" if not is_pr else f"Follow-up to #{number}"]
     if pr.fork:
         lines.append(
             f"\n> #{number} comes from the fork `{pr.head_repo}`. Handoff cannot push to forks, so "

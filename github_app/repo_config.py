@@ -30,6 +30,9 @@ CONFIG_PATH = ".handoff.yml"
 OVERRIDABLE = ("trigger_label", "agent", "model", "setup", "test", "budget")
 # Keys the agent reads from the checkout itself (its notes for the agent): valid, nothing to check.
 AGENT_KEYS = ("notes",)
+# Automation rules: kept as written and checked against the server's bounds by the automations
+# (github_app.automations), which report a refused rule on the repository's commits.
+AUTOMATIONS = "automations"
 
 
 class BudgetBounds(BaseModel):
@@ -73,6 +76,7 @@ class RepoConfig(BaseModel):
     test: str | None = None
     budget: dict[str, Any] = Field(default_factory=dict)
     notes: list[str] = Field(default_factory=list)
+    automations: Any = None
 
 
 def resolve(server: GitHubServerConfig, profiles: Collection[str], text: str | None) -> RepoConfig:
@@ -92,6 +96,9 @@ def resolve(server: GitHubServerConfig, profiles: Collection[str], text: str | N
         return config
     for key, value in raw.items():
         if key in AGENT_KEYS:
+            continue
+        if key == AUTOMATIONS:
+            config.automations = value
             continue
         refusal = _check(server, profiles, str(key), value)
         if refusal:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from core.links import GitHubLinks
 from core.models import EventType, RunEvent, Task
 from core.outbox import OutboxMessage, is_first
+from github_app.automations.reporter import is_review
 from github_app.operations import CHANNEL, Check, Tracking
 
 # Log lines, tool calls and heartbeats change nothing the comment shows.
@@ -38,11 +39,12 @@ class GitHubReporter:
     def messages(self, task: Task, event: RunEvent) -> list[OutboxMessage]:
         """Upserts for ``event`` when it changes what GitHub shows; nothing for other tasks."""
         gh = GitHubLinks.of(task)
-        if gh is None or event.type not in _SHOWN:
-            return []
+        if gh is None or event.type not in _SHOWN or is_review(task):
+            return []  # a review reports as a review (github_app.automations.reporter)
         where = {"installation_id": gh.installation_id, "repo": task.repo, "number": gh.number}
         tracking = Tracking(task_id=task.id, seq=event.seq, **where)
-        messages = [OutboxMessage(comment_key(task.id), "upsert", tracking)]
+        # A task with no issue or pull request (a schedule's) has no tracking comment.
+        messages = [OutboxMessage(comment_key(task.id), "upsert", tracking)] if gh.number is not None else []
         if gh.head_sha:
             # The queued check run is an acknowledgement: it goes in its own lane.
             check = Check(task_id=task.id, seq=event.seq, head_sha=gh.head_sha, ack=is_first(event), **where)

@@ -43,6 +43,8 @@ class GitHubServices:
     app_id: int
     # (delivery id, "event.action", slim payload, attempt, defer seconds) -> job queued.
     enqueue: Any = None
+    # The automation engine (github_app.automations.install sets it).
+    automations: Any = None
 
     @property
     def bot_login(self) -> str:

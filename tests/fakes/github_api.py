@@ -25,6 +25,8 @@ import jwt
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from tests.fakes.github_automations import AutomationsFake
+
 SUBSET = Path(__file__).resolve().parent.parent / "data" / "github" / "openapi-subset.json"
 _TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,),
@@ -138,7 +140,7 @@ class Recorded:
     query: dict[str, str]
 
 
-class FakeGitHub:
+class FakeGitHub(AutomationsFake):
     """State and behaviour of the fake; :attr:`app` is the ASGI app to serve."""
 
     def __init__(
@@ -171,7 +173,10 @@ class FakeGitHub:
         self.manifest_codes: dict[str, dict[str, Any]] = {}
         # Where the App's webhooks go (GET /app/hook/config); `handoff doctor` compares it.
         self.hook_url = "https://handoff.example.com/github/webhooks"
+        self._init_automations()
         self.app = FastAPI()
+        self.app.add_api_route("/graphql", self.graphql, methods=["POST"], response_model=None)
+        self.app.add_api_route("/_blobs/logs/{job_id}", self.blob, methods=["GET"], response_model=None)
         self.app.add_api_route(
             "/{full:path}",
             self._dispatch,
@@ -241,6 +246,8 @@ class FakeGitHub:
             status, data = fault.status, fault.body
         self._record(request, path, op.op_id, body, status)
         headers = fault.headers if fault is not None else {}
+        if isinstance(data, Response):
+            return data
         if status == 204:
             return Response(status_code=204)
         return JSONResponse(data, status_code=status, headers=headers)
@@ -291,7 +298,7 @@ class FakeGitHub:
         scheme, _, value = header.partition(" ")
         if op.op_id == "apps/create-from-manifest":
             return None
-        if op.template.startswith("/app"):
+        if op.template.startswith("/app") or op.op_id == "apps/get-repo-installation":
             if scheme.lower() != "bearer":
                 return 401, "A JSON web token could not be decoded"
             try:

@@ -41,6 +41,18 @@ OPERATIONS = [
     "pulls/update",
     "pulls/list",
     "pulls/get",
+    # automations
+    "apps/get-repo-installation",
+    "repos/get",
+    "pulls/list-files",
+    "pulls/create-review",
+    "pulls/list-reviews",
+    "pulls/list-review-comments",
+    "pulls/update-review-comment",
+    "checks/list-for-suite",
+    "checks/list-annotations",
+    "actions/list-jobs-for-workflow-run",
+    "actions/download-job-logs-for-workflow-run",
 ]
 _DROP = {"description", "examples", "example", "externalDocs", "x-github", "summary", "title"}
 
