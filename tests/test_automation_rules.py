@@ -295,12 +295,14 @@ def test_templates_fence_what_people_wrote_and_refuse_unknown_fields() -> None:
 
 def test_cron_fields_become_arqs_sets() -> None:
     nightly = parse_cron("0 3 * * 1-5")
-    assert nightly.minute == {0} and nightly.hour == {3} and nightly.day is None
-    assert nightly.weekday == {0, 1, 2, 3, 4}  # Monday..Friday, as Python counts
-    assert parse_cron("*/15 * * jan,jul sun").weekday == {6} and parse_cron("0 0 * * 7").weekday == {6}
-    assert parse_cron("*/15 * * jan,jul *").minute == {0, 15, 30, 45}
-    assert parse_cron("*/20 * * * * *").second == {0, 20, 40}
-    assert parse_cron("0 9 1,15 * *").day == {1, 15} and parse_cron("5 * * * *").second == {0}
+    assert nightly.minute == frozenset({0}) and nightly.hour == frozenset({3}) and nightly.day is None
+    assert nightly.weekday == frozenset({0, 1, 2, 3, 4})  # Monday..Friday, as Python counts
+    assert parse_cron("*/15 * * jan,jul sun").weekday == frozenset({6})
+    assert parse_cron("0 0 * * 7").weekday == frozenset({6})
+    assert parse_cron("*/15 * * jan,jul *").minute == frozenset({0, 15, 30, 45})
+    assert parse_cron("*/20 * * * * *").second == frozenset({0, 20, 40})
+    assert parse_cron("0 9 1,15 * *").day == frozenset({1, 15})
+    assert parse_cron("5 * * * *").second == frozenset({0})
     for bad in ("* * * *", "0 25 * * *", "0 0 * * mon-xyz", "0 0 */0 * *", "0 0 5-1 * *"):
         with pytest.raises(ValueError):
             parse_cron(bad)
