@@ -274,7 +274,8 @@ def print_event(event: dict[str, Any]) -> None:
     style = {"error": "red", "status": "bold cyan", "result": "bold green", "progress": "yellow"}.get(kind)
     text = data.get("text") if kind == "log" else json.dumps(data)
     label = f"[{style}]{kind:8}[/{style}]" if style else f"{kind:8}"
-    console.print(f"[dim]{event['ts'][11:19]}[/dim] {label} {escape(str(text))}")
+    # soft_wrap: one event is one line, whatever the terminal's width (or a pipe's, or TERM=dumb's).
+    console.print(f"[dim]{event['ts'][11:19]}[/dim] {label} {escape(str(text))}", soft_wrap=True)
 
 
 def _stream_run(api: Api, run_id: str) -> None:
