@@ -48,6 +48,7 @@ async def automation_world(
     rules: list[dict[str, Any]],
     *,
     paused: list[str] | None = None,
+    profiles: dict[str, Any] | None = None,
     **github: Any,
 ) -> AsyncIterator[World]:
     """The GitHub world with ``rules`` in the server's handoff.yml and the test profiles."""
@@ -55,7 +56,7 @@ async def automation_world(
         path = world.settings.handoff_config
         assert path is not None
         config = yaml.safe_load(path.read_text())
-        config["profiles"].update(reviewer=REVIEWER, fixer=FIXER, sleeper=SLEEPER)
+        config["profiles"].update(reviewer=REVIEWER, fixer=FIXER, sleeper=SLEEPER, **(profiles or {}))
         config["automations"] = rules
         config["automations_paused"] = paused or []
         path.write_text(yaml.safe_dump(config))
