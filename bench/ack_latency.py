@@ -58,12 +58,12 @@ from bench.report_economy import (
 )
 from core.models import Task
 from github_app.signature import sign
-from jobs.context import WorkerContext
 from jobs.outbox import OutboxSender
+from jobs.services import WorkerServices
 from tests.fakes.slack_api import FakeSlack
 from tests.test_github_harness import rsa_keys
 from web.app import create_app
-from web.integrations import worker_context
+from web.integrations import worker_services
 from web.migrate import upgrade
 
 TARGET_P50_S = 0.5
@@ -76,7 +76,7 @@ class Requests:
     """Posts webhooks for new issues and finds when their acknowledgements arrived."""
 
     def __init__(
-        self, client: httpx.AsyncClient, gh: TimedGitHub, slack: FakeSlack, wc: WorkerContext
+        self, client: httpx.AsyncClient, gh: TimedGitHub, slack: FakeSlack, wc: WorkerServices
     ) -> None:
         self.client, self.gh, self.slack, self.wc = client, gh, slack, wc
         self.issue = 100
@@ -145,7 +145,7 @@ async def _async(value: Any) -> Any:
     return value
 
 
-async def _ref(wc: WorkerContext, key: str) -> dict[str, Any] | None:
+async def _ref(wc: WorkerServices, key: str) -> dict[str, Any] | None:
     known = await refs(wc, key)
     ref = known.get(key)
     return ref if ref and ref.get("ts") else None
@@ -172,7 +172,7 @@ async def measure(work: Path, requests: int, postgres: bool, redis_url: str) -> 
         async with Server(gh.app) as gh_server, Server(slack.app) as slack_server:
             slack.bind(slack_server.url)
             settings = bench_settings(work, db_url, redis_url, gh_server.url, slack.api_url)
-            wc = worker_context(settings)
+            wc = worker_services(settings)
             sender = OutboxSender(wc.sessions, wc.notifiers, wc.config.outbox)
             stop = asyncio.Event()
             sender_task = asyncio.create_task(sender.run(stop), name="outbox-sender")
@@ -216,7 +216,7 @@ async def measure(work: Path, requests: int, postgres: bool, redis_url: str) -> 
                 stop.set()
                 await sender_task
                 await wc.close()
-    report = {
+    report: dict[str, Any] = {
         "requests_per_case": requests,
         "database": "postgresql" if postgres else "sqlite",
         "pacing": wc.config.outbox.model_dump(),

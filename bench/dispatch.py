@@ -33,7 +33,7 @@ from core.settings import load_settings
 from jobs.image import build_offline, image_exists
 from jobs.worker import worker_kwargs
 from web.app import create_app
-from web.integrations import worker_context
+from web.integrations import worker_services
 from web.migrate import upgrade
 
 IMAGE = "handoff-sandbox:minimal"
@@ -69,7 +69,7 @@ async def handoff_dispatch(n: int, redis_url: str) -> list[float]:
     )
     upgrade(settings.database_url)
     repo = bare_repo()
-    wc = worker_context(settings)
+    wc = worker_services(settings)
     worker = Worker(**worker_kwargs(settings, wc, handle_signals=False))
     worker_task = asyncio.create_task(worker.async_run())
     samples = []

@@ -75,15 +75,15 @@ from github_app.ingest import INGEST_JOB
 from github_app.integration import GitHubIntegration
 from github_app.reporter import check_key, comment_key
 from github_app.signature import sign
-from jobs.context import WorkerContext
 from jobs.outbox import OutboxSender
 from jobs.pump import EventPump
 from jobs.queue import RUN_JOB, redis_settings
+from jobs.services import WorkerServices
 from tests.fakes.github_api import FakeGitHub
 from tests.fakes.slack_api import BOT_TOKEN, SIGNING_SECRET, FakeSlack
 from tests.test_github_harness import example, rsa_keys
 from web.app import create_app
-from web.integrations import worker_context
+from web.integrations import worker_services
 from web.migrate import upgrade
 
 APP_ID = 4242
@@ -215,7 +215,7 @@ async def skipped_run(ctx: dict[str, Any], task_id: str, gen: int) -> str:
 
 
 @contextlib.asynccontextmanager
-async def ingest_worker(wc: WorkerContext, settings: Settings) -> AsyncIterator[Worker]:
+async def ingest_worker(wc: WorkerServices, settings: Settings) -> AsyncIterator[Worker]:
     """An arq worker running the real ``github_ingest`` job (and swallowing the ``run_task`` job)."""
     github = next(i for i in wc.integrations if isinstance(i, GitHubIntegration))
     worker = Worker(
@@ -254,7 +254,7 @@ async def until(check: Any, timeout: float, what: str, interval: float = 0.05) -
     raise SystemExit(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-async def pending_rows(wc: WorkerContext) -> int:
+async def pending_rows(wc: WorkerServices) -> int:
     """Outbox rows not delivered yet."""
     async with wc.sessions() as session:
         result = await session.execute(
@@ -263,7 +263,7 @@ async def pending_rows(wc: WorkerContext) -> int:
         return int(result.scalar_one())
 
 
-async def settle(wc: WorkerContext, quiet_s: float = 0.5) -> None:
+async def settle(wc: WorkerServices, quiet_s: float = 0.5) -> None:
     """Until no outbox row is pending (and stays so for ``quiet_s``)."""
 
     async def idle() -> bool:
@@ -323,7 +323,7 @@ def agent_line(i: int) -> str:
     return f"[{i:04d}] ok: checked {FILES[i % len(FILES)]} line {i * 7 % 400}"
 
 
-async def drive_run(wc: WorkerContext, task_id: str, events: int, seconds: float) -> Phases:
+async def drive_run(wc: WorkerServices, task_id: str, events: int, seconds: float) -> Phases:
     """Lease the task as the runner does, record ``events`` events over ``seconds``, end it."""
     phases = Phases()
     journal = wc.journal
@@ -415,7 +415,7 @@ async def drive_run(wc: WorkerContext, task_id: str, events: int, seconds: float
 # -- counting ----------------------------------------------------------------------------------
 
 
-async def refs(wc: WorkerContext, *keys: str) -> dict[str, dict[str, Any]]:
+async def refs(wc: WorkerServices, *keys: str) -> dict[str, dict[str, Any]]:
     """The remembered remote references of ``keys``."""
     async with wc.sessions() as session:
         rows = await session.execute(select(ExternalRef).where(col(ExternalRef.key).in_(keys)))
@@ -479,7 +479,7 @@ def slack_writes(fake: FakeSlack, status_ts: str | None) -> tuple[list[Write], C
     return writes, other
 
 
-async def outbox_rows(wc: WorkerContext, task_id: str, channel: str) -> dict[str, int]:
+async def outbox_rows(wc: WorkerServices, task_id: str, channel: str) -> dict[str, int]:
     """The task's outbox rows on ``channel`` by state (and in all)."""
     async with wc.sessions() as session:
         rows = await session.execute(
@@ -592,7 +592,7 @@ async def measure(work: Path, events: int, seconds: float, postgres: bool, redis
         async with Server(gh.app) as gh_server, Server(slack.app) as slack_server:
             slack.bind(slack_server.url)
             settings = bench_settings(work, db_url, redis_url, gh_server.url, slack.api_url)
-            wc: WorkerContext = worker_context(settings)
+            wc: WorkerServices = worker_services(settings)
             github = next(i for i in wc.integrations if isinstance(i, GitHubIntegration))
             gh_write_interval = float(github.github.server.write_interval_s)
             sender = OutboxSender(wc.sessions, wc.notifiers, wc.config.outbox)

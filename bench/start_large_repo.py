@@ -36,7 +36,7 @@ from core.models import RunEvent
 from core.settings import load_settings
 from jobs.worker import worker_kwargs
 from web.app import create_app
-from web.integrations import worker_context
+from web.integrations import worker_services
 from web.migrate import upgrade
 
 IMAGE = "handoff-sandbox:minimal"
@@ -61,7 +61,7 @@ async def first_events(
         handoff_queue_name=f"handoff:bench-large:{os.getpid()}:{mirror}",
     )
     upgrade(settings.database_url)
-    wc = worker_context(settings)
+    wc = worker_services(settings)
     worker = Worker(**worker_kwargs(settings, wc, handle_signals=False))
     worker_task = asyncio.create_task(worker.async_run())
     samples: list[float] = []

@@ -9,7 +9,7 @@ log the body of a bad request), and a body over 1 MiB is refused (413) before it
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlparse
 
 from fastapi import APIRouter, Request, Response
@@ -28,26 +28,13 @@ from bot.people import Names
 from bot.reporter import SlackReporter
 from bot.store import Store
 from core.bodies import read_capped
-from core.commands import Registry
-from core.config import HandoffConfig
-from core.db import Sessions
 from core.ports import Integration
 from core.redact import Redactor
+from core.services import Services
 from core.settings import Settings
-from core.tasks import TaskService
 
 # Slack payloads are a few kB; refuse to buffer anything absurd before the signature check.
 MAX_BODY = 1024 * 1024
-
-
-class BotServices(Protocol):
-    """What the bot needs from the composition root (the API's or the worker's services)."""
-
-    sessions: Sessions
-    tasks: TaskService
-    config: HandoffConfig
-    # The one command registry; the bot adds Slack's own commands to it.
-    commands: Registry
 
 
 @dataclass
@@ -87,9 +74,7 @@ class SlackBot:
         return to_starlette_response(response)
 
 
-def build_bot(
-    settings: Settings, services: BotServices, *, slack_config: SlackConfig | None = None
-) -> SlackBot:
+def build_bot(settings: Settings, services: Services, *, slack_config: SlackConfig | None = None) -> SlackBot:
     """Build the bot's parts (no I/O: Slack is first called on the first request)."""
     config = slack_config if slack_config is not None else parse_slack_config(services.config.slack)
     store = Store(services.sessions)
@@ -147,7 +132,7 @@ class SlackIntegration(Integration):
 
 
 def build_integration(
-    settings: Settings, services: BotServices, *, slack_config: SlackConfig | None = None
+    settings: Settings, services: Services, *, slack_config: SlackConfig | None = None
 ) -> SlackIntegration:
     """The Slack :class:`~core.ports.Integration`: router, reporter, notifier, and the bot."""
     bot = build_bot(settings, services, slack_config=slack_config)

@@ -41,6 +41,10 @@ class Queue(Protocol):
         """How many jobs wait in the queue."""
         ...
 
+    async def close(self) -> None:
+        """Close the connection pool (at shutdown)."""
+        ...
+
 
 @dataclass(frozen=True)
 class Mount:
@@ -166,6 +170,10 @@ class Sandbox(Protocol):
 
     async def ping(self) -> None:
         """Raise :class:`core.errors.SandboxUnavailable` if the engine does not answer."""
+        ...
+
+    def close(self) -> None:
+        """Close the connection to the engine (at shutdown)."""
         ...
 
 

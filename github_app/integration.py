@@ -1,11 +1,12 @@
 """``build_integration(settings, services)``: the GitHub App as one :class:`core.ports.Integration`.
 
 Called once per process by the composition root when ``settings.github_configured``. ``services``
-is the host's service container (the API's ``Services`` or the worker's ``WorkerContext``): only its
-``sessions``, ``tasks``, ``queue``, ``config`` and ``commands`` (the one registry) are used. The result carries:
+is the host's :class:`core.services.Services` (the API's, or the worker's extension of it): only
+its ``sessions``, ``tasks``, ``queue``, ``config`` and ``commands`` (the one registry) are used,
+and ``services.plug(...)`` plugs the result in. It carries:
 
 * ``router`` — ``POST /github/webhooks``
-* ``reporters`` — add to the journal (``services.journal.reporters.extend(...)``)
+* ``reporters`` — for the journal
 * ``notifiers`` — for the outbox sender (channel ``github``)
 * ``git_credentials`` and ``post_push`` — for the worker
 * ``jobs`` — ``{"github_ingest": coroutine}``: registered with arq (``func(coro, name=...)``)
@@ -17,17 +18,14 @@ is the host's service container (the API's ``Services`` or the worker's ``Worker
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from core.commands import Registry
 from core.config import HandoffConfig
-from core.db import Sessions
 from core.errors import ConfigError
 from core.ports import Integration
+from core.services import Services
 from core.settings import Settings
-from core.tasks import TaskService
 from github_app.api import GitHubAPI
 from github_app.automations.api import AutomationAPI
 from github_app.automations.notify import AutomationNotifier
@@ -44,16 +42,6 @@ from github_app.reporter import GitHubReporter
 from github_app.routing import Screening
 from github_app.services import GitHubServices
 from github_app.webhooks import WebhookReceiver, webhook_router
-
-
-class HostServices(Protocol):
-    """What the integration needs from the host process."""
-
-    sessions: Sessions
-    tasks: TaskService
-    queue: Any
-    config: HandoffConfig
-    commands: Registry
 
 
 def github_config(config: HandoffConfig) -> GitHubServerConfig:
@@ -81,7 +69,7 @@ def private_key(settings: Settings) -> str:
 
 
 def build_services(
-    settings: Settings, services: HostServices, config: GitHubServerConfig | None = None
+    settings: Settings, services: Services, config: GitHubServerConfig | None = None
 ) -> GitHubServices:
     """The GitHub services of one process."""
     if not settings.github_configured or settings.github_app_id is None:
@@ -132,7 +120,7 @@ class GitHubIntegration(Integration):
 
 
 def build_integration(
-    settings: Settings, services: HostServices, *, config: GitHubServerConfig | None = None
+    settings: Settings, services: Services, *, config: GitHubServerConfig | None = None
 ) -> GitHubIntegration:
     """Everything the GitHub App plugs into the API and the worker."""
     svc = build_services(settings, services, config)

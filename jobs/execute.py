@@ -35,11 +35,11 @@ from core.states import TaskState
 from core.usage import TokenUsage
 from jobs.agent.context import cli_prompt
 from jobs.agent.translate import translator_for
-from jobs.context import WorkerContext
 from jobs.gateway.session import RunGateway, for_profile
 from jobs.hostgit import redact_url
 from jobs.pump import EventPump
 from jobs.review import finish_review, publishes
+from jobs.services import WorkerServices
 from jobs.workspace import GitWorkspace
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ class Outcome:
 class Execution:
     """Runs the agent of one run and publishes what it changed."""
 
-    def __init__(self, wc: WorkerContext, task: Task, run: Run, cancel: asyncio.Event) -> None:
+    def __init__(self, wc: WorkerServices, task: Task, run: Run, cancel: asyncio.Event) -> None:
         self.wc = wc
         self.task = task
         self.run = run

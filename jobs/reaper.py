@@ -29,9 +29,9 @@ from core.journal import StaleState
 from core.models import Delivery, Outbox, OutboxState, Run, RunEvent, Task
 from core.scheduling import admission_lock, enqueue, promote_waiting
 from core.states import TERMINAL, RunOutcome, TaskState
-from jobs.context import WorkerContext
 from jobs.dependencies import DATABASE
 from jobs.queue import job_id
+from jobs.services import WorkerServices
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +40,14 @@ TERMINAL_STATES = sorted(state.value for state in TERMINAL)
 
 async def reap(ctx: dict[str, Any]) -> dict[str, int]:
     """arq cron entry point."""
-    wc: WorkerContext = ctx["handoff"]
+    wc: WorkerServices = ctx["handoff"]
     return await Reaper(wc).run()
 
 
 class Reaper:
     """One reaper pass."""
 
-    def __init__(self, wc: WorkerContext) -> None:
+    def __init__(self, wc: WorkerServices) -> None:
         self.wc = wc
 
     async def run(self) -> dict[str, int]:

@@ -25,25 +25,25 @@ from core.links import FollowUp, TaskLinks
 from core.models import Run, Task
 from core.scheduling import admission_lock, admit, enqueue, promote_waiting, queue_position
 from core.states import RunOutcome, TaskState
-from jobs.context import WorkerContext
 from jobs.dependencies import describe
 from jobs.execute import Execution, Outcome
 from jobs.intake import outage_of
 from jobs.queue import CANCEL_KEY
+from jobs.services import WorkerServices
 
 log = logging.getLogger(__name__)
 
 
 async def run_task(ctx: dict[str, Any], task_id: str, gen: int) -> str:
     """arq job: run ``task_id`` if it is still queued at generation ``gen``; return the outcome."""
-    wc: WorkerContext = ctx["handoff"]
+    wc: WorkerServices = ctx["handoff"]
     return await Runner(wc).run(task_id, gen)
 
 
 class Runner:
     """Leases, runs and records one run of one task."""
 
-    def __init__(self, wc: WorkerContext) -> None:
+    def __init__(self, wc: WorkerServices) -> None:
         self.wc = wc
 
     async def run(self, task_id: str, gen: int) -> str:

@@ -38,6 +38,7 @@ from core.outbox import (
     RetryLater,
 )
 from core.ports import Integration
+from core.services import Services
 from core.settings import Settings
 
 CHANNEL = "webhook"
@@ -203,7 +204,7 @@ class WebhookNotifier:
         return response
 
 
-def build_integration(settings: Settings, services: Any) -> Integration | None:
+def build_integration(settings: Settings, services: Services) -> Integration | None:
     """The webhook integration when ``handoff.yml`` lists webhooks."""
     raw = services.config.webhooks
     if not raw:

@@ -18,13 +18,13 @@ from core.errors import DependencyUnavailable
 from core.models import Run
 from core.settings import Settings
 from core.states import RunOutcome
-from jobs.context import WorkerContext, build_worker_context
 from jobs.dependencies import DATABASE
 from jobs.intake import HandoffWorker, retry_on_outage, skip_on_outage
 from jobs.outbox import OutboxSender
 from jobs.queue import CANCEL_CHANNEL, RUN_JOB, redis_settings
 from jobs.reaper import reap
 from jobs.runner import run_task
+from jobs.services import WorkerServices, build_worker_services
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ ORPHAN_SWEEP_S = 10.0
 
 async def startup(ctx: dict[str, Any]) -> None:
     """arq ``on_startup``: remove orphans, listen for cancels, start the outbox sender."""
-    wc: WorkerContext = ctx["handoff"]
+    wc: WorkerServices = ctx["handoff"]
     # Before taking jobs (so no container of ours can be mistaken for an orphan), but bounded: a
     # slow Docker engine must not keep the worker from starting; the reaper removes containers of
     # dead runs anyway.
@@ -73,11 +73,11 @@ async def shutdown(ctx: dict[str, Any]) -> None:
             await asyncio.wait_for(sender_task, 10)
         except (TimeoutError, Exception) as exc:
             log.warning("outbox sender did not stop cleanly: %s", exc)
-    wc: WorkerContext = ctx["handoff"]
+    wc: WorkerServices = ctx["handoff"]
     await wc.close()
 
 
-async def remove_orphans(wc: WorkerContext) -> list[str]:
+async def remove_orphans(wc: WorkerServices) -> list[str]:
     """Remove containers labelled for runs that are no longer running."""
     async with wc.sessions() as session:
         rows = await session.execute(select(col(Run.id)).where(col(Run.outcome) == RunOutcome.running.value))
@@ -92,7 +92,7 @@ async def remove_orphans(wc: WorkerContext) -> list[str]:
     return removed
 
 
-async def listen_for_cancels(wc: WorkerContext) -> None:
+async def listen_for_cancels(wc: WorkerServices) -> None:
     """Set the cancel event of a running task when a cancel request is published."""
     while True:
         try:
@@ -123,7 +123,7 @@ async def listen_for_cancels(wc: WorkerContext) -> None:
 
 async def reconcile(ctx: dict[str, Any]) -> None:
     """arq cron: let integrations catch up on what they missed (e.g. failed GitHub deliveries)."""
-    wc: WorkerContext = ctx["handoff"]
+    wc: WorkerServices = ctx["handoff"]
     for integration in wc.integrations:
         reconciler = integration.reconciler
         if reconciler is not None:
@@ -133,13 +133,13 @@ async def reconcile(ctx: dict[str, Any]) -> None:
                 log.warning("%s reconciler failed: %s", integration.name, exc)
 
 
-def worker_kwargs(settings: Settings, wc: WorkerContext | None = None, **overrides: Any) -> dict[str, Any]:
+def worker_kwargs(settings: Settings, wc: WorkerServices | None = None, **overrides: Any) -> dict[str, Any]:
     """Keyword arguments for :class:`arq.Worker` with explicit limits.
 
     The job timeout sits above the longest sandbox deadline: the sandbox kills the container at
     its own deadline, arq's timeout is only the backstop.
     """
-    wc = wc or build_worker_context(settings)
+    wc = wc or build_worker_services(settings)
     longest = max(p.limits.timeout_s for p in wc.config.profiles.values())
     kwargs: dict[str, Any] = {
         "functions": [
@@ -186,7 +186,7 @@ def worker_kwargs(settings: Settings, wc: WorkerContext | None = None, **overrid
     return kwargs
 
 
-def create_worker(settings: Settings, wc: WorkerContext | None = None, **overrides: Any) -> HandoffWorker:
+def create_worker(settings: Settings, wc: WorkerServices | None = None, **overrides: Any) -> HandoffWorker:
     """Build the worker for ``settings``: arq's, made to outlive Redis, database and Docker outages."""
     kwargs = worker_kwargs(settings, wc, **overrides)
     return HandoffWorker(gate=kwargs["ctx"]["handoff"].gate, **kwargs)

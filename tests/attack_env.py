@@ -226,9 +226,9 @@ def attack_settings(tmp_path: Path, database_url: str, redis_url: str, **config:
 async def guarded(settings: Settings, host: Host) -> AsyncIterator[Guarded]:
     """Serve the API and run a worker (with an installation-token source) for ``settings``."""
     from web.app import create_app
-    from web.integrations import worker_context
+    from web.integrations import worker_services
 
-    wc = worker_context(settings)
+    wc = worker_services(settings)
     wc.git_credentials = StaticCredentials()
     async with (
         LiveServer(create_app(settings)) as api,

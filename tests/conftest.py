@@ -277,10 +277,10 @@ async def api(settings: Settings) -> AsyncIterator[LiveServer]:
 async def running_worker(settings: Settings, **overrides: Any) -> AsyncIterator[Worker]:
     """An arq worker in this event loop (no signal handlers)."""
     from jobs.worker import create_worker
-    from web.integrations import worker_context
+    from web.integrations import worker_services
 
     if "ctx" not in overrides:
-        overrides["ctx"] = {"handoff": worker_context(settings)}
+        overrides["ctx"] = {"handoff": worker_services(settings)}
     worker = create_worker(settings, overrides["ctx"]["handoff"], handle_signals=False, **overrides)
     task = asyncio.create_task(worker.async_run())
     try:

@@ -22,7 +22,7 @@ from jobs.pacing import Pacing
 from tests.conftest import LiveServer
 from tests.fakes.github_api import FakeGitHub
 from tests.test_github_harness import APP_ID, INSTALLATION, REPO, rsa_keys
-from web.integrations import worker_context
+from web.integrations import worker_services
 
 
 def test_buckets_burst_refill_reserve_and_hold() -> None:
@@ -67,7 +67,7 @@ class Lanes:
 
 
 async def test_an_acknowledgement_overtakes_other_tasks_progress(sqlite_settings: Settings) -> None:
-    wc = worker_context(sqlite_settings)
+    wc = worker_services(sqlite_settings)
     notifier = Lanes()
     sender = OutboxSender(wc.sessions, [notifier])
     async with wc.sessions.begin() as session:

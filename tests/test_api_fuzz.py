@@ -192,7 +192,7 @@ async def test_text_the_database_cannot_hold_is_refused_naming_the_field(
 async def test_the_task_service_refuses_such_text_from_any_ingress(sqlite_settings: Settings) -> None:
     from core.errors import InvalidInput
     from core.tasks import NewTask
-    from web.services import build_services
+    from jobs.services import build_services
 
     services = build_services(sqlite_settings)
     try:

@@ -17,7 +17,7 @@ from core.links import TaskLinks
 from core.models import EventType, RunEvent, Task
 from core.settings import Settings
 from core.tasks import NewTask
-from jobs.context import build_worker_context
+from jobs.services import build_worker_services
 from tests.agent_env import agent_settings, ensure_debian_image
 from tests.conftest import LiveServer, git, running_worker
 from tests.fakes.llm import Call, FakeLLM
@@ -144,7 +144,7 @@ async def test_a_forks_config_and_notes_never_run_or_instruct(
 
 @pytest.fixture
 async def ctx(settings: Settings) -> AsyncIterator[CommandContext]:
-    wc = build_worker_context(settings)
+    wc = build_worker_services(settings)
     yield CommandContext(tasks=wc.tasks, registry=REGISTRY)
     await wc.close()
 

@@ -10,7 +10,7 @@ import pytest
 from core.commands import Command, Mention, Registry, Reply, Who
 from core.handlers import CommandContext, build_registry, handle
 from core.settings import Settings
-from jobs.context import WorkerContext, build_worker_context
+from jobs.services import WorkerServices, build_worker_services
 
 REGISTRY = build_registry()
 
@@ -99,7 +99,7 @@ def test_platform_commands_exist_only_where_registered() -> None:
 
 @pytest.fixture
 async def ctx(sqlite_settings: Settings) -> AsyncIterator[CommandContext]:
-    wc: WorkerContext = build_worker_context(sqlite_settings)
+    wc: WorkerServices = build_worker_services(sqlite_settings)
     yield CommandContext(tasks=wc.tasks, registry=REGISTRY)
     await wc.close()
 

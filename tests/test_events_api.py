@@ -150,9 +150,9 @@ async def test_the_reaper_prunes_events_of_tasks_ended_before_the_horizon(sqlite
 
     from core.models import RunEvent
     from jobs.reaper import Reaper
-    from web.integrations import worker_context
+    from web.integrations import worker_services
 
-    wc = worker_context(sqlite_settings)
+    wc = worker_services(sqlite_settings)
     old = utcnow() - timedelta(days=30)
     async with wc.sessions.begin() as session:
         ended_long_ago = Task(repo="o/r", instructions="x", state="succeeded", finished_at=old)

@@ -166,10 +166,10 @@ async def test_docker_lost_after_intake_fails_sandbox_unavailable_after_retries(
     api: LiveServer, settings: Settings, bare_repo: Path
 ) -> None:
     no_docker = settings.model_copy(update={"docker_host": "unix:///nonexistent/docker.sock"})
-    from jobs.context import build_worker_context
     from jobs.dependencies import DependencyGate
+    from jobs.services import build_worker_services
 
-    wc = build_worker_context(no_docker)
+    wc = build_worker_services(no_docker)
     # The engine goes away between the intake's check and the container's start: a gate that has
     # not noticed yet lets the run through, and each try fails "sandbox unavailable".
     wc.gate = DependencyGate({})

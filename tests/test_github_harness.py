@@ -297,9 +297,9 @@ async def handoff_worker(world: World, **overrides: Any) -> AsyncIterator[Any]:
     """A real arq worker running tasks and ``github_ingest`` jobs, with the outbox sender."""
     from jobs.queue import RUN_JOB
     from jobs.runner import run_task
-    from web.integrations import worker_context
+    from web.integrations import worker_services
 
-    wc = worker_context(world.settings)
+    wc = worker_services(world.settings)
     github = next(i for i in wc.integrations if i.name == "github")
     functions = [
         func(run_task, name=RUN_JOB, timeout=330, max_tries=1000),

@@ -32,7 +32,7 @@ COMMENTS = r"/issues/\d+/comments$"
 async def wired(world: World) -> AsyncIterator[dict[str, Any]]:
     """In-process API services with the GitHub integration (no worker)."""
     from github_app.integration import build_integration
-    from web.services import build_services
+    from jobs.services import build_services
 
     services = build_services(world.settings)
     integration = build_integration(world.settings, services)

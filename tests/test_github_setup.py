@@ -109,7 +109,7 @@ async def test_replay_signs_and_posts_a_recorded_payload(settings: Settings, tmp
 @PG
 async def test_reconciler_redelivers_missed_deliveries_once(settings: Settings, tmp_path: Path) -> None:
     from github_app.integration import build_integration
-    from web.services import build_services
+    from jobs.services import build_services
 
     def item(id_: int, guid: str, status: int, redelivery: bool = False) -> dict[str, object]:
         return {

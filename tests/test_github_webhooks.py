@@ -168,7 +168,7 @@ async def test_whole_example_corpus_is_answered_2xx(settings: Settings, tmp_path
         assert len(sent) > 700
         # Every delivery GitHub would send was recorded; run the job on the routed ones in-process.
         from github_app.integration import build_integration
-        from web.services import build_services
+        from jobs.services import build_services
 
         services = build_services(world.settings)
         try:

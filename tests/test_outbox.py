@@ -14,11 +14,11 @@ from sqlmodel import col
 
 from core.models import Outbox, Task
 from core.settings import Settings
-from jobs.context import WorkerContext
 from jobs.outbox import OutboxSender
+from jobs.services import WorkerServices
 from tests.conftest import LiveServer, write_config
 from tests.fakes.webhook_target import Fault, WebhookTarget
-from web.integrations import worker_context
+from web.integrations import worker_services
 
 
 @pytest.fixture
@@ -28,31 +28,31 @@ async def target() -> AsyncIterator[tuple[WebhookTarget, str]]:
         yield fake, f"{server.url}/status"
 
 
-def _ctx(settings: Settings, tmp_path: Path, url: str, **webhook: Any) -> WorkerContext:
+def _ctx(settings: Settings, tmp_path: Path, url: str, **webhook: Any) -> WorkerServices:
     config = write_config(
         tmp_path / "handoff-webhook.yml",
         webhooks=[{"url": url, "min_interval_s": 0.5, "timeout_s": 1.0, **webhook}],
         outbox={"horizon_s": 3.0, "max_backoff_s": 0.5, "poll_s": 0.05},
     )
-    wc: WorkerContext = worker_context(settings.model_copy(update={"handoff_config": config}))
+    wc: WorkerServices = worker_services(settings.model_copy(update={"handoff_config": config}))
     return wc
 
 
-async def _task(wc: WorkerContext) -> Task:
+async def _task(wc: WorkerServices) -> Task:
     async with wc.sessions.begin() as session:
         task = Task(repo="octo/demo", instructions="x")
         session.add(task)
     return task
 
 
-async def _status(wc: WorkerContext, task: Task, state: str, **data: Any) -> None:
+async def _status(wc: WorkerServices, task: Task, state: str, **data: Any) -> None:
     async with wc.sessions.begin() as session:
         fresh = await session.get(Task, task.id)
         assert fresh is not None
         await wc.journal.append_event(session, fresh, None, "status", {"state": state, **data})
 
 
-async def _drain(sender: OutboxSender, wc: WorkerContext, timeout: float = 10.0) -> list[Outbox]:
+async def _drain(sender: OutboxSender, wc: WorkerServices, timeout: float = 10.0) -> list[Outbox]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         await sender.tick()
@@ -201,7 +201,7 @@ async def test_reaper_prunes_old_deliveries_and_finished_notifications(sqlite_se
     from core.models import Delivery
     from jobs.reaper import Reaper
 
-    wc = worker_context(sqlite_settings)
+    wc = worker_services(sqlite_settings)
     old = utcnow() - timedelta(days=30)
     async with wc.sessions.begin() as session:
         session.add_all(

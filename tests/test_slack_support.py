@@ -22,13 +22,13 @@ from bot.integration import SlackBot, SlackIntegration
 from core.links import PullRequestLink
 from core.models import AuditEntry, Delivery, Outbox, Run, Task
 from core.ports import PushResult
+from core.services import Services
 from core.settings import Settings
-from jobs.context import WorkerContext
 from jobs.outbox import OutboxSender
+from jobs.services import WorkerServices
 from tests.conftest import LiveServer, git, running_worker, write_config
 from tests.fakes.slack_api import APP_TOKEN, BOT_TOKEN, SIGNING_SECRET, FakeSlack, SlackSide
-from web.integrations import worker_context
-from web.services import Services
+from web.integrations import worker_services
 
 ALICE, BOB, MALLORY, ADMIN = "U01ALICE", "U02BOB", "U03MALLORY", "U0ADMIN"
 BOUND, UNBOUND = "C0API", "C0RANDOM"
@@ -86,7 +86,7 @@ class Rig:
     fake: FakeSlack
     slack: SlackSide
     services: Services
-    wc: WorkerContext | None = None
+    wc: WorkerServices | None = None
 
     @property
     def bot(self) -> SlackBot:
@@ -192,7 +192,7 @@ async def slack_rig(
                 if not worker:
                     yield Rig(configured, fake, side, services)
                     return
-                wc: WorkerContext = worker_context(configured)
+                wc: WorkerServices = worker_services(configured)
                 wc.post_push.append(FakePullRequests())
                 async with running_worker(configured, ctx={"handoff": wc}):
                     yield Rig(configured, fake, side, services, wc)

@@ -23,11 +23,12 @@ from core.errors import (
     NotFound,
     PermissionDenied,
 )
+from core.services import Services
 from core.settings import Settings
+from jobs.services import build_services
 from web import api, health, ids
 from web.dashboard import mount as mount_dashboard
 from web.integrations import build_integrations
-from web.services import Services, build_services
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +66,7 @@ def create_app(
     # Building services does no I/O (connections open lazily), so it can happen here, before the
     # routers of the integrations are mounted.
     services = services_factory(settings)
-    services.integrations = build_integrations(settings, services)
-    services.journal.reporters.extend(r for i in services.integrations for r in i.reporters)
+    services.plug(build_integrations(settings, services))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -144,7 +144,7 @@ def _run_api(
     from jobs.worker import create_worker
     from web.app import create_app
     from web.health import WORKER_HEALTH_INTERVAL_S
-    from web.integrations import worker_context
+    from web.integrations import worker_services
     from web.startup import render, summary
 
     async def main() -> None:
@@ -156,7 +156,7 @@ def _run_api(
         if with_worker:
             w = create_worker(
                 settings,
-                worker_context(settings),
+                worker_services(settings),
                 handle_signals=False,
                 health_check_interval=WORKER_HEALTH_INTERVAL_S,
             )
@@ -208,14 +208,14 @@ def worker(
     """Run an arq worker that executes tasks in the Docker sandbox."""
     from jobs.worker import create_worker
     from web.health import WORKER_HEALTH_INTERVAL_S
-    from web.integrations import worker_context
+    from web.integrations import worker_services
 
     _configure_logging()
     settings = load_cli_settings()
     if migrate:
         _migrate(settings)
     w = create_worker(
-        settings, worker_context(settings), burst=burst, health_check_interval=WORKER_HEALTH_INTERVAL_S
+        settings, worker_services(settings), burst=burst, health_check_interval=WORKER_HEALTH_INTERVAL_S
     )
     w.run()
 

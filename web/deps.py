@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 
-from web.services import Services
+from core.services import Services
 
 
 def get_services(request: Request) -> Services:

@@ -17,12 +17,13 @@ from sqlalchemy import text
 from core.checks import Check, CheckStatus, public_url_problem
 from core.config import HandoffConfig, load_config
 from core.errors import HandoffError
+from core.services import Services
 from core.settings import Settings
 from jobs.agent_image import RECIPES
 from jobs.image import DEFAULT_TAGS, image_exists
 from jobs.sandbox import DockerSandbox
+from jobs.services import build_services
 from web.health import WORKER_HEALTH_INTERVAL_S, last_worker_beat
-from web.services import Services, build_services
 
 MARKS = {
     CheckStatus.ok: "[green]ok  [/green]",

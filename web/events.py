@@ -19,8 +19,8 @@ from sqlmodel import col
 from core.db import Sessions, is_database_outage
 from core.errors import DatabaseUnavailable
 from core.models import RunEvent
+from core.services import Services
 from core.states import RunOutcome
-from web.services import Services
 
 log = logging.getLogger(__name__)
 

@@ -27,10 +27,10 @@ from sqlmodel import col
 from core.errors import HandoffError, QueueUnavailable
 from core.models import Run
 from core.ports import Queue
+from core.services import Services
 from core.states import RunOutcome, TaskState
 from jobs.queue import ArqQueue
 from web.deps import ServicesDep
-from web.services import Services
 
 router = APIRouter(tags=["operations"])
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import importlib
 import logging
-from typing import Any
 
 from core.ports import Integration
+from core.services import Services
 from core.settings import Settings
+from jobs.services import WorkerServices, build_worker_services
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +20,7 @@ _KNOWN = (
 )
 
 
-def build_integrations(settings: Settings, services: Any) -> list[Integration]:
+def build_integrations(settings: Settings, services: Services) -> list[Integration]:
     """Build every configured integration (GitHub App, Slack bot, status webhooks)."""
     built: list[Integration] = []
     for name, configured, module_name in _KNOWN:
@@ -33,9 +34,8 @@ def build_integrations(settings: Settings, services: Any) -> list[Integration]:
     return built
 
 
-def worker_context(settings: Settings) -> Any:
-    """A worker context with every configured integration attached."""
-    from jobs.context import attach, build_worker_context
-
-    wc = build_worker_context(settings)
-    return attach(wc, build_integrations(settings, wc))
+def worker_services(settings: Settings) -> WorkerServices:
+    """The worker's services with every configured integration plugged in."""
+    services = build_worker_services(settings)
+    services.plug(build_integrations(settings, services))
+    return services

@@ -21,12 +21,12 @@ from fastapi.responses import HTMLResponse
 
 from core.errors import NotFound
 from core.models import Task
+from core.services import Services
 from core.settings import Settings
 from web.dashboard import filters
 from web.dashboard.github import Access, GitHubOAuth, RepoAccess, TokenRejected
 from web.dashboard.queries import known_repos
 from web.dashboard.session import PageError, Session, SessionCodec
-from web.services import Services
 
 log = logging.getLogger(__name__)
 

@@ -26,6 +26,7 @@ from fastapi.responses import StreamingResponse
 from core.db import is_database_outage
 from core.inputs import MAX_SEQ, SafeText
 from core.models import Run, Task
+from core.services import Services
 from core.states import TaskState
 from web.dashboard import queries
 from web.dashboard.auth import dashboard
@@ -33,7 +34,6 @@ from web.dashboard.context import Dashboard, Viewer
 from web.dashboard.events import views
 from web.dashboard.routes import status_context
 from web.dashboard.session import PageError
-from web.services import Services
 
 router = APIRouter(include_in_schema=False)
 POLL_S = 0.25

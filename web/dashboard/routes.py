@@ -13,6 +13,7 @@ from core.errors import InvalidTransition, NotFound
 from core.inputs import SafeText
 from core.links import TaskLinks
 from core.models import Run, Task, TaskSource
+from core.services import Services
 from core.snapshot import load_snapshot
 from core.states import TaskState
 from core.tasks import TaskFilter
@@ -23,7 +24,6 @@ from web.dashboard.context import Dashboard, Viewer
 from web.dashboard.diff import branch_diff
 from web.dashboard.events import views
 from web.dashboard.session import PageError, Session, check_csrf
-from web.services import Services
 
 router = APIRouter(include_in_schema=False)
 PAGE_SIZE = 50
