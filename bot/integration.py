@@ -103,7 +103,7 @@ def build_bot(settings: Settings, services: Services, *, slack_config: SlackConf
         settings.handoff_public_url,
         allowed_hosts=frozenset({api_host}) if api_host else frozenset(),
         before_send=access.refresh_bindings if config.announce.github_tasks else None,
-        redactor=Redactor(services.config.secret_patterns, literals=_secrets(settings)),
+        redactor=Redactor(services.config.secret_patterns, literals=settings.secret_values()),
         message_interval_s=services.config.outbox.slack_message_interval_s,
     )
     secret = settings.slack_signing_secret
@@ -144,20 +144,6 @@ def build_integration(
         closers=[bot],
         bot=bot,
     )
-
-
-def _secrets(settings: Settings) -> list[str | None]:
-    """Secret values this process knows, masked wherever they might appear in a message."""
-    values = [
-        settings.slack_bot_token,
-        settings.slack_signing_secret,
-        settings.slack_app_token,
-        settings.handoff_api_token,
-        settings.anthropic_api_key,
-        settings.openai_api_key,
-        settings.github_client_secret,
-    ]
-    return [v.get_secret_value() if v is not None else None for v in values] + settings.github_webhook_secrets
 
 
 def _host(url: str) -> str | None:

@@ -101,6 +101,17 @@ class Settings(BaseSettings):
             part.strip() for part in self.github_webhook_secret.get_secret_value().split(",") if part.strip()
         ]
 
+    def secret_values(self) -> list[str]:
+        """Every secret value this process holds (each ``SecretStr`` setting, each webhook secret):
+        masked wherever it might appear — events, logs, comments, Slack messages."""
+        values: list[str] = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr) and value.get_secret_value():
+                values.append(value.get_secret_value())
+        # Rotation lists several webhook secrets in one setting: each one is a secret of its own.
+        return values + self.github_webhook_secrets
+
     @property
     def github_configured(self) -> bool:
         """True when the GitHub App can verify webhooks and call the API."""

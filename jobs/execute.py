@@ -275,11 +275,7 @@ class Execution:
 
     def _redactor(self, auth_header: str | None, gateway_token: str | None = None) -> Redactor:
         """Redaction of every stored event: the configured patterns and the secrets we hold."""
-        settings = self.wc.settings
-        held = [settings.anthropic_api_key, settings.openai_api_key, settings.slack_bot_token]
-        held += [settings.slack_app_token, settings.slack_signing_secret, settings.github_client_secret]
-        literals = [s.get_secret_value() for s in held if s is not None]
-        literals += settings.github_webhook_secrets
+        literals = self.wc.settings.secret_values()
         if auth_header:
             literals.append(auth_header.split()[-1])
         if gateway_token:

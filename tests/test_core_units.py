@@ -10,7 +10,7 @@ import pytest
 from core.config import load_config
 from core.errors import ConfigError, InvalidTransition, NotFound
 from core.events import MAX_LINE, parse_line
-from core.settings import load_settings
+from core.settings import Settings, load_settings
 from core.states import TERMINAL, TRANSITIONS, TaskState, check_transition
 
 ALLOWED = [
@@ -130,3 +130,16 @@ def test_core_imports_no_framework() -> None:
                 names = [node.module]
             offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in FORBIDDEN]
     assert offenders == []
+
+
+def test_secret_values_are_every_secret_setting() -> None:
+    settings = Settings(
+        _env_file=None,
+        slack_bot_token="xoxb-1",
+        anthropic_api_key="sk-ant-2",
+        handoff_api_token="api-3",
+        github_webhook_secret="old-4, new-5",
+        github_client_secret="client-6",
+    )
+    assert set(settings.secret_values()) >= {"xoxb-1", "sk-ant-2", "api-3", "client-6", "old-4", "new-5"}
+    assert "old-4, new-5" in settings.secret_values()  # the whole setting, and each secret in it
