@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from core.links import TaskLinks
+from core.links import ReviewComment, TaskLinks
 
 
 class Who(StrEnum):
@@ -43,9 +43,18 @@ class Mention:
     can_write: bool = False
     is_admin: bool = False
     links: TaskLinks = field(default_factory=TaskLinks)
-    context: dict[str, Any] = field(default_factory=dict)
+    # Facts about where it was said, kept with a follow-up it becomes (who, which channel...).
+    context: dict[str, str] = field(default_factory=dict)
+    # A pull-request review comment: where in the diff it was made.
+    review: ReviewComment | None = None
+    # Said on a pull request Handoff opened: it continues that pull request's task.
+    on_handoff_pr: bool = False
+    # Budgets the ingress allows for a task started from it (e.g. a repository's bounded config).
+    budget: dict[str, Any] = field(default_factory=dict)
     # GitHub issue title/body and the like, written by someone who may not be trusted.
     untrusted: bool = False
+    # The whole text is instructions, never a command (a labelled or assigned issue).
+    verbatim: bool = False
     # What a new task from this mention is recorded as (a ``core.models.TaskSource`` value).
     task_source: str = "api"
 
@@ -73,6 +82,8 @@ class Reply:
     task_id: str | None = None
     ok: bool = True
     private: bool = False
+    # The command that answered (``None``: the text was not a command, e.g. empty).
+    command: str | None = None
 
 
 @dataclass(frozen=True)
@@ -177,6 +188,8 @@ class Registry:
         Only commands that exist on the mention's platform are recognised: elsewhere the same
         word starts free text, as it always did.
         """
+        if mention.verbatim:
+            return Command(self.WORK, [mention.text], mention)
         text = mention.text.strip()
         if not text:
             return Reply(self.help_for(mention.source))

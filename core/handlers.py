@@ -7,8 +7,8 @@ reply says what happened, in words that suit both platforms.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 
 from core.commands import Command, Ignore, Mention, Registry, Reply, Who, allowed
 from core.errors import InvalidTransition, NotFound
@@ -18,6 +18,10 @@ from core.scheduling import WAIT_QUESTION
 from core.states import TaskState
 from core.tasks import NewTask, TaskService
 
+# A platform's last word on a ``work`` command before it runs: the command as it should run (the
+# repository's settings, links, options applied) or a refusal.
+PrepareWork = Callable[[Command], Awaitable[Command | Reply]]
+
 
 @dataclass
 class CommandContext:
@@ -25,8 +29,7 @@ class CommandContext:
 
     tasks: TaskService
     registry: Registry
-    # Default ``repo`` for new tasks when the mention carries none (e.g. a bound Slack channel).
-    defaults: dict[str, Any] = field(default_factory=dict)
+    prepare_work: PrepareWork | None = None
 
 
 def _first_line(text: str, limit: int = 80) -> str:
@@ -72,9 +75,7 @@ def build_registry() -> Registry:
             return Reply(f"Already on it: task `{already.id}`.", already.id)
         existing = await _task_for(cmd, ctx)
         follow_up = existing is not None and (
-            not TaskState(existing.state).terminal
-            or bool(existing.branch)
-            or bool(mention.context.get("on_handoff_pr"))
+            not TaskState(existing.state).terminal or bool(existing.branch) or mention.on_handoff_pr
         )
         if follow_up and existing is not None and mention.can_write:
             if existing.needs_approval:
@@ -87,12 +88,13 @@ def build_registry() -> Registry:
             history = TaskLinks.of(existing).followup_history(existing.followups)
             if any(f.context.delivery == delivery for f in history):
                 return Reply(f"Already noted on task `{existing.id}`.", existing.id)
-            context = FollowUpContext.model_validate({**mention.context, "delivery": delivery})
+            review = mention.review.model_dump(exclude_none=True) if mention.review else {}
+            context = FollowUpContext.model_validate({**mention.context, **review, "delivery": delivery})
             await ctx.tasks.follow_up(existing.id, text, mention.author, context)
             waiting_answer = (existing.state_reason or "").startswith(WAIT_QUESTION)
             when = "now" if TaskState(existing.state).terminal or waiting_answer else "after the current run"
             return Reply(f"Got it — I'll work on this follow-up {when} on task `{existing.id}`.", existing.id)
-        repo = mention.repo or ctx.defaults.get("repo")
+        repo = mention.repo
         if not repo:
             return Reply(
                 "Which repository? Say `/handoff owner/repo <instructions>` or bind this channel.", ok=False
@@ -114,7 +116,7 @@ def build_registry() -> Registry:
                     **({"untrusted": True} if mention.untrusted or not mention.can_write else {}),
                 ),
                 # Budgets the ingress allows for this request (e.g. a repository's bounded .handoff.yml).
-                budget=dict(mention.context.get("budget") or {}),
+                budget=dict(mention.budget),
                 needs_approval=not mention.can_write,
             )
         )
@@ -223,10 +225,19 @@ def build_registry() -> Registry:
 
 
 async def handle(mention: Mention, ctx: CommandContext) -> Reply | Ignore:
-    """Parse and run a mention; every decision is written to the audit log."""
+    """Parse and run a mention; every decision is written to the audit log.
+
+    The reply names the command that answered (``Reply.command``).
+    """
     parsed = ctx.registry.parse(mention)
     if isinstance(parsed, Ignore | Reply):
         return parsed
+    reply = await _run(parsed, ctx)
+    return replace(reply, command=parsed.name)
+
+
+async def _run(parsed: Command, ctx: CommandContext) -> Reply:
+    mention = parsed.mention
     spec = ctx.registry.get(parsed.name)
     if (
         spec.who_can_use is Who.writers
@@ -239,7 +250,10 @@ async def handle(mention: Mention, ctx: CommandContext) -> Reply | Ignore:
         )
         return reply
     try:
-        reply = await spec.handler(parsed, ctx)
+        prepared: Command | Reply = parsed
+        if parsed.name == Registry.WORK and ctx.prepare_work is not None:
+            prepared = await ctx.prepare_work(parsed)
+        reply = prepared if isinstance(prepared, Reply) else await spec.handler(prepared, ctx)
     except NotFound as exc:
         reply = Reply(str(exc), ok=False)
     if not spec.audits_itself:

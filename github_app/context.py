@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from typing import Any
 
-from core.commands import Command, Mention, Registry, Reply
+from core.commands import Command, Ignore, Mention, Registry, Reply
 from core.errors import InvalidTransition, NotFound
 from core.handlers import CommandContext, handle
 from core.links import GitHubLinks, PullRequestInfo, RepoSettings, ReviewComment, TaskLinks
@@ -75,10 +74,13 @@ class Ingress:
         self.delivery_id = delivery_id
         self.task_id: str | None = None
 
-    @property
-    def commands(self) -> CommandContext:
-        """The core command context."""
-        return CommandContext(tasks=self.svc.tasks, registry=self.svc.registry)
+    def commands(self, target: Target, trigger: Trigger) -> CommandContext:
+        """The core command context; a ``work`` command gets the repository's settings first."""
+
+        async def prepare(cmd: Command) -> Command | Reply:
+            return await self._work(target, trigger, cmd)
+
+        return CommandContext(tasks=self.svc.tasks, registry=self.svc.registry, prepare_work=prepare)
 
     # -- the common path ------------------------------------------------------------------------
 
@@ -96,7 +98,6 @@ class Ingress:
             data={"delivery": self.delivery_id, "trigger": trigger.kind, "target": target.key},
         )
         target_key, on_handoff_pr = await self.target_key(target)
-        review = trigger.review.model_dump(exclude_none=True) if trigger.review else {}
         mention = Mention(
             source="github",
             author=trigger.author,
@@ -106,32 +107,25 @@ class Ingress:
             repo=target.repo,
             can_write=writer,
             is_admin=role == "admin",
-            context={**review, "on_handoff_pr": on_handoff_pr} if on_handoff_pr else review,
+            review=trigger.review,
+            on_handoff_pr=on_handoff_pr,
             untrusted=trigger.untrusted,
+            verbatim=trigger.force_work,
             task_source=trigger.source.value,
         )
-        parsed = (
-            Command(Registry.WORK, [trigger.text], mention)
-            if trigger.force_work
-            else self.svc.registry.parse(mention)
-        )
-        if isinstance(parsed, Command) and parsed.name == Registry.WORK:
-            reply = await self._work(target, trigger, parsed)
-        elif isinstance(parsed, Reply):
-            reply = parsed
-        else:
-            result = await handle(mention, self.commands)
-            if not isinstance(result, Reply):
-                return f"ignored: {result.reason}"
-            reply = result
+        result = await handle(mention, self.commands(target, trigger))
+        if isinstance(result, Ignore):
+            return f"ignored: {result.reason}"
+        reply = result
         self.task_id = reply.task_id
-        if await self._worth_replying(parsed, reply):
+        if await self._worth_replying(reply):
             await self.reply(target, trigger.author, reply.text)
-        name = parsed.name if isinstance(parsed, Command) else "reply"
+        name = reply.command or "reply"
         return f"{name}: {'ok' if reply.ok else 'refused'}" + (f" ({reply.task_id})" if reply.task_id else "")
 
-    async def _work(self, target: Target, trigger: Trigger, cmd: Command) -> Reply:
-        """A new task or a follow-up, with the repository's config, links and check-run commit."""
+    async def _work(self, target: Target, trigger: Trigger, cmd: Command) -> Command | Reply:
+        """A ``work`` command as it should run here — the repository's config, links and check-run
+        commit applied — or why it may not."""
         svc = self.svc
         config = await svc.repo_configs.load(target.installation_id, target.repo, target.default_branch)
         options = dict(cmd.options)
@@ -177,29 +171,20 @@ class Ingress:
         mention = replace(
             cmd.mention,
             links=TaskLinks(clone_url=svc.clone_url(target.repo), url=target.url, github=github),
-            context={**cmd.mention.context, "budget": config.budget}
-            if config.budget
-            else cmd.mention.context,
+            budget=dict(config.budget),
         )
         text = cmd.rest
         if trigger.review is not None:
             text = trigger.review.preamble() + text
-        spec = svc.registry.get(Registry.WORK)
-        try:
-            reply = await spec.handler(Command(Registry.WORK, [text], mention, options), self.commands)
-        except NotFound as exc:
-            reply = Reply(str(exc), ok=False)
-        if not reply.ok and reply.task_id is None:
-            await svc.tasks.audit(trigger.author, Registry.WORK, "refused", reason=reply.text)
-        return reply
+        return Command(Registry.WORK, [text], mention, options)
 
-    async def _worth_replying(self, parsed: Any, reply: Reply) -> bool:
+    async def _worth_replying(self, reply: Reply) -> bool:
         """Say something unless the tracking comment already does (a task started or changed)."""
-        if not reply.ok or not isinstance(parsed, Command):
+        if not reply.ok or reply.command is None:
             return True
-        if parsed.name in ("help", "status"):
+        if reply.command in ("help", "status"):
             return True
-        if parsed.name != Registry.WORK or reply.task_id is None:
+        if reply.command != Registry.WORK or reply.task_id is None:
             return False
         task = await self.svc.tasks.get(reply.task_id)
         # A task this delivery created is announced by its tracking comment; a follow-up is not.

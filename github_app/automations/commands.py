@@ -26,7 +26,7 @@ ON_DEMAND = Rule.model_validate({"name": "review", "events": ["pull_request.open
 async def _pull_number(engine: Automations, cmd: Command) -> int | None:
     """The pull request the command was said on (a Handoff PR's mention carries its task's key)."""
     key = cmd.mention.target_key or ""
-    if cmd.mention.context.get("on_handoff_pr"):
+    if cmd.mention.on_handoff_pr:
         task = await engine.svc.tasks.for_target(key)
         return TaskLinks.of(task).pr_number if task is not None else None
     number = key.rpartition("#")[2]
