@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from core.automations.cron import CronFields
 from core.config import Limits
 from core.links import PullRequestLink
 from core.models import Run, Task
@@ -245,6 +246,15 @@ class Closable(Protocol):
 Job = Callable[..., Coroutine[Any, Any, Any]]
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """A job the worker runs on a cron schedule, once across all workers (an automation rule's)."""
+
+    name: str
+    fields: CronFields
+    job: Job
+
+
 @dataclass
 class Integration:
     """What one external system (GitHub, Slack, status webhooks) plugs into the API and the worker.
@@ -263,6 +273,8 @@ class Integration:
     # Jobs the worker registers with arq, by name (e.g. turning a recorded delivery into a task).
     jobs: dict[str, Job] = field(default_factory=dict)
     reconciler: Reconciler | None = None
+    # Cron jobs (e.g. scheduled automation rules); each fires once across every worker.
+    schedules: list[Schedule] = field(default_factory=list)
     # Closed, in order, when the process shuts down.
     closers: list[Closable] = field(default_factory=list)
 

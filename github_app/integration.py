@@ -30,6 +30,7 @@ from github_app.api import GitHubAPI
 from github_app.automations.api import AutomationAPI
 from github_app.automations.notify import AutomationNotifier
 from github_app.automations.reporter import ReviewReporter
+from github_app.automations.schedule import Scheduler
 from github_app.client import GitHubClient
 from github_app.handlers import build_event_registry
 from github_app.ingest import INGEST_JOB, ArqEnqueue, Ingest
@@ -152,6 +153,7 @@ def build_integration(
         post_push=[GitHubPostPush(svc, patterns)],
         jobs={INGEST_JOB: Ingest(svc).run},
         reconciler=Reconciler(svc.client, svc.sessions),
+        schedules=Scheduler(svc.automations).schedules(),
         closers=[receiver],
         github=svc,
         receiver=receiver,

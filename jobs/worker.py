@@ -7,7 +7,7 @@ import contextlib
 import logging
 from typing import Any
 
-from arq.cron import cron
+from arq.cron import CronJob, cron
 from arq.worker import func
 from redis.exceptions import RedisError
 from sqlalchemy import select
@@ -16,6 +16,7 @@ from sqlmodel import col
 from core.db import is_database_outage
 from core.errors import DependencyUnavailable
 from core.models import Run
+from core.ports import Schedule
 from core.settings import Settings
 from core.states import RunOutcome
 from jobs.dependencies import DATABASE
@@ -133,6 +134,28 @@ async def reconcile(ctx: dict[str, Any]) -> None:
                 log.warning("%s reconciler failed: %s", integration.name, exc)
 
 
+def _options(values: frozenset[int] | None) -> set[int] | None:
+    return None if values is None else set(values)
+
+
+def schedule_cron(schedule: Schedule) -> CronJob:
+    """The arq cron job of ``schedule`` (its job gets arq's ``ctx``; ``ctx["job_id"]`` names the
+    scheduled time, the same on every worker)."""
+    f = schedule.fields
+    return cron(
+        skip_on_outage(schedule.job),
+        name=f"schedule:{schedule.name}",
+        month=_options(f.month),
+        day=_options(f.day),
+        weekday=_options(f.weekday),
+        hour=_options(f.hour),
+        minute=_options(f.minute),
+        second=set(f.second),
+        unique=True,
+        timeout=300,
+    )
+
+
 def worker_kwargs(settings: Settings, wc: WorkerServices | None = None, **overrides: Any) -> dict[str, Any]:
     """Keyword arguments for :class:`arq.Worker` with explicit limits.
 
@@ -167,6 +190,8 @@ def worker_kwargs(settings: Settings, wc: WorkerServices | None = None, **overri
                 unique=True,
                 timeout=300,
             ),
+            # Scheduled automation rules: unique, so one worker runs each firing.
+            *(schedule_cron(s) for integration in wc.integrations for s in integration.schedules),
         ],
         "queue_name": settings.handoff_queue_name,
         "redis_settings": redis_settings(settings.redis_url),
