@@ -25,6 +25,9 @@ _SHAPES = [
     ("repositories_removed", "installation_repositories"),
     ("repositories_added", "installation_repositories"),
     ("zen", "ping"),
+    ("check_suite", "check_suite"),
+    ("workflow_run", "workflow_run"),
+    ("pusher", "push"),
 ]
 KNOWN = {
     "issues",
@@ -36,6 +39,9 @@ KNOWN = {
     "installation",
     "installation_repositories",
     "ping",
+    "check_suite",
+    "workflow_run",
+    "push",
 }
 
 

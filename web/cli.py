@@ -19,6 +19,7 @@ from rich.markup import escape
 
 from core.errors import ConfigError, HandoffError
 from core.settings import Settings, load_settings
+from web.cli_automations import automations_app
 from web.cli_tasks import fail, task_app
 from web.deps import is_loopback
 
@@ -32,6 +33,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(task_app, name="task")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(setup_app, name="setup")
+app.add_typer(automations_app, name="automations")
 
 log = logging.getLogger("handoff")
 console = Console(highlight=False)

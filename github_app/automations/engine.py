@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -25,11 +26,34 @@ from core.outbox import OutboxMessage, write_messages
 from github_app.automations.api import AutomationAPI
 from github_app.automations.diff import changed_paths
 from github_app.operations import CompletedCheck
-from github_app.repo_config import AUTOMATIONS
+from github_app.repo_config import AUTOMATIONS, GitHubServerConfig
 from github_app.services import GitHubServices
 
 log = logging.getLogger(__name__)
 CONFIG_CHECK = "Handoff automations"
+
+
+def repo_bounds(server: GitHubServerConfig, profiles: Collection[str], rules: list[Rule]) -> RepoBounds:
+    """What a repository's own rules may do on this server (``github:`` of handoff.yml)."""
+    return RepoBounds(
+        allowed=AUTOMATIONS in server.allowed_overrides,
+        agents=[p for p in profiles if server.agents is None or p in server.agents],
+        models=server.models,
+        max_budget=server.max_budget.model_dump(),
+        reserved=frozenset(r.name for r in rules),
+    )
+
+
+def dedupe_key(rule: Rule, facts: EventFacts) -> str:
+    """The rule's dedupe key for ``facts``: its template, else rule + repository + head commit
+    (or issue, or delivery)."""
+    if rule.dedupe:
+        return f"{rule.name}:{render(rule.dedupe, facts.values(rule.name)).plain}"
+    if facts.head_sha:
+        return f"{rule.name}:{facts.repo}:{facts.head_sha}"
+    if facts.number is not None:
+        return f"{rule.name}:{facts.repo}#{facts.number}"
+    return f"{rule.name}:{facts.repo}:{facts.delivery_id}"
 
 
 @dataclass
@@ -89,16 +113,7 @@ class Automations:
 
     def bounds(self) -> RepoBounds:
         """What a repository's own rules may do on this server."""
-        server = self.svc.server
-        profiles = list(self.svc.repo_configs.profiles)
-        agents = [p for p in profiles if server.agents is None or p in server.agents]
-        return RepoBounds(
-            allowed=AUTOMATIONS in server.allowed_overrides,
-            agents=agents,
-            models=server.models,
-            max_budget=server.max_budget.model_dump(),
-            reserved=frozenset(r.name for r in self.rules),
-        )
+        return repo_bounds(self.svc.server, self.svc.repo_configs.profiles, self.rules)
 
     async def rules_for(self, facts: EventFacts) -> list[tuple[Rule, str]]:
         """The server's rules for the repository, then the repository's own (refusals reported)."""
@@ -158,14 +173,8 @@ class Automations:
         return None
 
     def dedupe_key(self, rule: Rule, facts: EventFacts) -> str:
-        """The rule's dedupe key for ``facts`` (template, or rule + repository + head commit)."""
-        if rule.dedupe:
-            return f"{rule.name}:{render(rule.dedupe, facts.values(rule.name)).plain}"
-        if facts.head_sha:
-            return f"{rule.name}:{facts.repo}:{facts.head_sha}"
-        if facts.number is not None:
-            return f"{rule.name}:{facts.repo}#{facts.number}"
-        return f"{rule.name}:{facts.repo}:{facts.delivery_id}"
+        """The rule's dedupe key for ``facts``."""
+        return dedupe_key(rule, facts)
 
     async def skip(self, rule: Rule, source: str, facts: EventFacts, reason: str, **data: Any) -> None:
         """Record a skip with its reason."""

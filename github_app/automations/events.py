@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.automations.facts import EventFacts
 from github_app.events import App, Envelope, Label, PullRequest, RepoRef, User
@@ -113,11 +113,12 @@ class IssueOpenedEvent(Envelope):
 
 
 def _facts(ev: Envelope, event: str, delivery_id: str, **fields: Any) -> EventFacts:
-    assert ev.repository is not None and ev.installation is not None
+    assert ev.repository is not None
     return EventFacts(
         event=event,
         repo=ev.repository.full_name,
-        installation_id=ev.installation.id,
+        # The webhook never routes a payload without one; a recorded one may lack it (a dry run).
+        installation_id=ev.installation.id if ev.installation is not None else 0,
         delivery_id=delivery_id,
         sender=ev.sender.login,
         sender_is_bot=ev.sender.is_bot,
@@ -164,7 +165,7 @@ def check_suite_facts(ev: CheckSuiteEvent, delivery_id: str) -> EventFacts:
     pull = _ci_pull(suite.pull_requests, suite.head_sha)
     return _facts(
         ev,
-        "check_suite.completed",
+        f"check_suite.{ev.action}",
         delivery_id,
         number=pull.number if pull else None,
         is_pr=pull is not None,
@@ -186,7 +187,7 @@ def workflow_run_facts(ev: WorkflowRunEvent, delivery_id: str) -> EventFacts:
     head_repo = run.head_repository.full_name if run.head_repository else repo
     return _facts(
         ev,
-        "workflow_run.completed",
+        f"workflow_run.{ev.action}",
         delivery_id,
         url=run.html_url,
         number=pull.number if pull else None,
@@ -219,7 +220,7 @@ def issue_facts(ev: IssueOpenedEvent, delivery_id: str) -> EventFacts:
     issue = ev.issue
     return _facts(
         ev,
-        "issues.opened",
+        f"issues.{ev.action}",
         delivery_id,
         url=issue.html_url,
         number=issue.number,
@@ -228,3 +229,29 @@ def issue_facts(ev: IssueOpenedEvent, delivery_id: str) -> EventFacts:
         author=issue.user.login,
         labels=tuple(label.name for label in issue.labels),
     )
+
+
+# event name -> (payload model, its facts); the handlers and ``handoff automations test`` share it.
+FACTS: dict[str, tuple[type[Envelope], Any]] = {
+    "pull_request": (PullRequestActivity, pull_request_facts),
+    "check_suite": (CheckSuiteEvent, check_suite_facts),
+    "workflow_run": (WorkflowRunEvent, workflow_run_facts),
+    "push": (PushEvent, push_facts),
+    "issues": (IssueOpenedEvent, issue_facts),
+}
+
+
+def facts_of(event: str, payload: Any, delivery_id: str = "") -> EventFacts | None:
+    """The facts of a recorded payload of ``event``, or ``None`` when automations do not read it."""
+    known = FACTS.get(event)
+    if known is None or not isinstance(payload, dict):
+        return None
+    model, to_facts = known
+    try:
+        parsed = model.model_validate(payload)
+    except ValidationError:
+        return None
+    if parsed.repository is None or "/" not in parsed.repository.full_name:
+        return None
+    facts: EventFacts = to_facts(parsed, delivery_id)
+    return facts
