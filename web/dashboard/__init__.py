@@ -4,7 +4,7 @@
 
 Modules: ``context`` (state, who sees what), ``session`` (signed cookie, CSRF), ``github`` (OAuth
 and the repository access cache), ``auth`` (sign-in routes), ``routes`` (pages and buttons),
-``live`` (the SSE stream), ``queries``, ``events`` (log lines), ``diff``, ``charts``, ``filters``.
+``live`` (the SSE stream), ``automations`` (rules, firings and skips), ``queries``, ``events`` (log lines), ``diff``, ``charts``, ``filters``.
 
 Static files are served by the app itself, nothing from a CDN: ``static/htmx.min.js`` is htmx
 2.0.11 from the ``htmx.org`` npm package (0BSD licence), vendored as is; ``live.js`` is ours.
@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from core.settings import Settings
-from web.dashboard import auth, live, routes
+from web.dashboard import auth, automations, live, routes
 from web.dashboard.context import HERE, SECURITY_HEADERS, STATIC_PREFIX, Dashboard
 from web.dashboard.session import PageError
 
@@ -51,6 +51,7 @@ def mount(app: FastAPI, settings: Settings) -> Dashboard:
     app.add_exception_handler(PageError, page_error)
     app.include_router(auth.router)
     app.include_router(routes.router)
+    app.include_router(automations.router)
     app.include_router(live.router)
     app.mount(STATIC_PREFIX, StaticFiles(directory=HERE / "static"), name="dashboard-static")
     return dash

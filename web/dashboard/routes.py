@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from core.errors import InvalidTransition, NotFound
 from core.inputs import SafeText
-from core.links import TaskLinks
+from core.links import AutomationLinks, TaskLinks
 from core.models import Run, Task, TaskSource
 from core.services import Services
 from core.snapshot import load_snapshot
@@ -157,6 +157,7 @@ async def status_context(
         "can_act": await dash.can_act(viewer, task),
         "total_cost": sum(r.cost_usd for r in runs),
         "links": source_links(task),
+        "automation": AutomationLinks.of(task),
     }
 
 
