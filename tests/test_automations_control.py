@@ -4,6 +4,7 @@ rules outside the server's bounds are refused with a reason the repository can s
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -204,3 +205,47 @@ async def test_repository_rules_on_a_server_that_allows_none(settings: Settings,
         (check,) = [c for c in world.fake.checks.values() if c.get("name") == "Handoff automations"]
         assert "may not be set per repository on this server" in check["output"]["summary"]
         assert await world.tasks() == []
+
+
+@PG
+async def test_review_command_reviews_the_pull_request_now(settings: Settings, tmp_path: Path) -> None:
+    # A rule that never fires on its own (labels it will not find): the command ignores filters.
+    rule = {
+        "name": "review-prs",
+        "events": ["pull_request.opened"],
+        "if": {"labels": ["never"]},
+        "do": "review",
+        "agent": "reviewer",
+    }
+    async with automation_world(settings, tmp_path, [rule]) as world:
+        findings = [{"path": "src/a.py", "line": 1, "severity": "warning", "body": "Name the constant."}]
+        result = json.dumps({"type": "result", "data": {"summary": "ok", "findings": findings}})
+        sha = push(world, tmp_path, "feature", {"src/a.py": "x = 1\n", ".review/result.json": result + "\n"})
+        world.fake.add_pull(REPO, 13, "feature", sha=sha)
+        world.fake.set_files(
+            REPO, 13, [{"filename": "src/a.py", "status": "added", "patch": added_patch(["x = 1"])}]
+        )
+        async with handoff_api(world) as client, handoff_worker(world):
+            # An outsider is refused; a writer gets a review.
+            await world.send(client, "issue_comment", _comment(world, 13, "/handoff review", 131, "mallory"))
+            await world.handled(world._deliveries[-1])
+            await world.send(client, "issue_comment", _comment(world, 13, "/handoff review", cid=132))
+            (task,) = await _states(world, [{"succeeded"}])
+            await world.outbox_idle()
+        assert task.links["automation"] == {
+            "rule": "review-prs",
+            "source": "command",
+            "mode": "review",
+            "event": "command",
+            "head_sha": sha,
+            "delivery": world._deliveries[-1],
+        }
+        (review,) = world.fake.reviews.values()
+        (comment,) = world.fake.review_comments.values()
+        assert (
+            review["commit_id"] == sha
+            and comment["path"] == "src/a.py"
+            and "Name the constant." in comment["body"]
+        )
+        replies = [c["body"] for c in world.fake.issue_comments(REPO, 13) if "@mallory" in c["body"]]
+        assert replies and "/handoff review" in replies[0]

@@ -13,7 +13,7 @@ from core.automations.report import recent, rule_stats
 from core.automations.rules import parse_rules
 from core.inputs import SafeText
 from web.dashboard.auth import dashboard
-from web.services import Services
+from core.services import Services
 
 router = APIRouter(include_in_schema=False)
 
