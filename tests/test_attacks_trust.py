@@ -253,7 +253,7 @@ async def test_a_fork_pr_named_like_a_task_branch_never_reaches_the_task(
         await world.send(
             client, "pull_request_review_comment", _review_comment(world, mine, 902, "echo y > Y.md")
         )
-        await until(lambda: _attempts(world, 2))
+        await until(lambda: _attempts(world, 2), timeout=90)
         task = await world.task_in({"succeeded", "failed"})
     assert task.id == victim.id and task.state == "succeeded"
     files = git("--git-dir", str(world.bare), "ls-tree", "--name-only", f"handoff/{victim.id}").split()
@@ -290,7 +290,7 @@ async def test_work_on_a_fork_pull_request_is_a_deliberate_choice(
         )
         async with handoff_api(world) as client, handoff_worker(world):
             await world.send(client, "issue_comment", comment)
-            await until(lambda: _replied_or_started(world))
+            await until(lambda: _replied_or_started(world), timeout=90)
             await world.outbox_idle()
             tasks = await world.tasks()
     if allowed:
