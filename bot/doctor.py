@@ -7,7 +7,7 @@ from __future__ import annotations
 import aiohttp
 from slack_sdk.errors import SlackApiError
 
-from bot.app import make_client
+from bot.client import make_client
 from bot.config import load_slack_config
 from core.checks import Check
 from core.errors import ConfigError

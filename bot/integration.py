@@ -1,40 +1,39 @@
 """What the composition root plugs in: ``build_integration(settings, services) -> Integration``.
 
 The router exposes ``POST /slack/events`` (events, slash commands and interactivity share one
-URL). The signature is checked on the raw body *before* bolt parses anything, so a forged or
-stale request is answered 401 without being parsed, logged or acted on (bolt's own check would
-log the body of a bad request), and a body over 1 MiB is refused (413) before it is buffered.
+URL), served by :class:`~bot.ingress.SlackIngress`: verify, record, enqueue, answer. The
+``slack_ingest`` job (``jobs``) does the rest in the worker; the sweep (``reconciler``) queues
+again a request whose job was lost.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
-from slack_bolt.adapter.starlette.async_handler import to_async_bolt_request, to_starlette_response
-from slack_bolt.async_app import AsyncApp
-from slack_sdk.signature import SignatureVerifier
 
-from bot import commands
+from bot import commands, messages
 from bot.access import Access
-from bot.app import AckBudget, build_app, make_client
+from bot.client import make_client
 from bot.config import SlackConfig, parse_slack_config
+from bot.ingress import INGEST_JOB, SlackIngress
 from bot.intake import Intake
+from bot.job import SlackJob, SlackSweep
 from bot.notifier import SlackNotifier
 from bot.people import Names
 from bot.reporter import SlackReporter
+from bot.requests import RequestReader
+from bot.signature import SlackSignature
+from bot.starting import Starter
 from bot.store import Store
-from core.bodies import read_capped
+from core.commands import Registry
 from core.ports import Integration
 from core.redact import Redactor
 from core.services import Services
 from core.settings import Settings
-
-# Slack payloads are a few kB; refuse to buffer anything absurd before the signature check.
-MAX_BODY = 1024 * 1024
 
 
 @dataclass
@@ -46,35 +45,39 @@ class SlackBot:
     store: Store
     access: Access
     intake: Intake
-    app: AsyncApp
-    budget: AckBudget
+    ingress: SlackIngress
+    job: SlackJob
     reporter: SlackReporter
     notifier: SlackNotifier
-    verifier: SignatureVerifier | None
+    sweep: SlackSweep
 
     async def aclose(self) -> None:
-        """Let work that outlived its ack budget finish (called at shutdown by the root)."""
-        await self.budget.drain()
-
-    async def handle_http(self, request: Request) -> Response:
-        """Read at most 1 MiB, verify the v0 signature, then hand the request to bolt."""
-        body = await read_capped(request.headers, request.stream(), MAX_BODY)
-        if body is None:
-            return JSONResponse({"error": "request too large"}, status_code=413)
-        timestamp = request.headers.get("x-slack-request-timestamp", "")
-        signature = request.headers.get("x-slack-signature", "")
-        if (
-            self.verifier is None
-            or not timestamp.isdigit()
-            or not self.verifier.is_valid(body, timestamp, signature)
-        ):
-            return JSONResponse({"error": "invalid request"}, status_code=401)
-        # What AsyncSlackRequestHandler.handle does for a POST, with the body we already hold.
-        response = await self.app.async_dispatch(to_async_bolt_request(request, body))
-        return to_starlette_response(response)
+        """Finish the endpoint's writes in flight and close its pool (called at shutdown)."""
+        await self.ingress.aclose()
 
 
-def build_bot(settings: Settings, services: Services, *, slack_config: SlackConfig | None = None) -> SlackBot:
+class BotUsers:
+    """The bot's own user id (``auth.test``), asked once."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self._user: str | None = None
+        self._at = float("-inf")
+
+    async def __call__(self, team: str | None) -> str | None:
+        """The bot user id (``team`` is for several workspaces; one token answers for its own)."""
+        if self._user is None and time.monotonic() - self._at > 30:
+            self._at = time.monotonic()
+            try:
+                self._user = str((await self.client.auth_test()).get("user_id") or "") or None
+            except Exception:  # mentions of the bot stay in the text; nothing else depends on it
+                return None
+        return self._user
+
+
+def build_bot(
+    settings: Settings, services: Services, *, slack_config: SlackConfig | None = None
+) -> SlackBot:
     """Build the bot's parts (no I/O: Slack is first called on the first request)."""
     config = slack_config if slack_config is not None else parse_slack_config(services.config.slack)
     store = Store(services.sessions)
@@ -91,10 +94,17 @@ def build_bot(settings: Settings, services: Services, *, slack_config: SlackConf
 
     access = Access(config, store, group_members)
     commands.register(services.commands, access, services.tasks, config.command)
+    starter = Starter(settings, config, services.tasks, store, access, services.commands)
     intake = Intake(
-        settings, config, services.tasks, store, access, services.commands, names=Names(user_info)
+        config,
+        services.tasks,
+        store,
+        access,
+        services.commands,
+        starter,
+        names=Names(user_info),
+        bot_user=BotUsers(client),
     )
-    budget = AckBudget()
     reporter = SlackReporter(access.channel_for_repo if config.announce.github_tasks else None)
     api_host = _host(settings.slack_api_url)
     notifier = SlackNotifier(
@@ -107,9 +117,38 @@ def build_bot(settings: Settings, services: Services, *, slack_config: SlackConf
         message_interval_s=services.config.outbox.slack_message_interval_s,
     )
     secret = settings.slack_signing_secret
-    verifier = SignatureVerifier(secret.get_secret_value()) if secret is not None else None
-    app = build_app(settings, intake, budget)
-    return SlackBot(settings, config, store, access, intake, app, budget, reporter, notifier, verifier)
+    verifier = SlackSignature(secret.get_secret_value()) if secret is not None else None
+    registry = services.commands
+
+    def help_text() -> str:
+        return messages.help_text(registry.help_for("slack"), config.command)
+
+    def command_words() -> set[str]:
+        return {s.name for s in registry.specs if s.available_on("slack") and s.name != Registry.WORK}
+
+    async def in_task_thread(team: str | None, channel: str, thread_ts: str) -> bool:
+        return await store.thread_task(channel, thread_ts) is not None
+
+    ingress = SlackIngress(
+        RequestReader(config.command, help_text, command_words),
+        verifier,
+        settings.database_url,
+        services.queue,
+        settings.handoff_queue_name,
+        in_task_thread,
+    )
+    return SlackBot(
+        settings,
+        config,
+        store,
+        access,
+        intake,
+        ingress,
+        SlackJob(services.sessions, intake),
+        reporter,
+        notifier,
+        SlackSweep(services.sessions, services.queue, settings.handoff_queue_name),
+    )
 
 
 def build_router(bot: SlackBot) -> APIRouter:
@@ -119,7 +158,7 @@ def build_router(bot: SlackBot) -> APIRouter:
     @router.post("/slack/events", include_in_schema=False)
     async def slack_events(request: Request) -> Response:
         """Events, slash commands and interactivity from Slack."""
-        return await bot.handle_http(request)
+        return await bot.ingress(request)
 
     return router
 
@@ -134,13 +173,15 @@ class SlackIntegration(Integration):
 def build_integration(
     settings: Settings, services: Services, *, slack_config: SlackConfig | None = None
 ) -> SlackIntegration:
-    """The Slack :class:`~core.ports.Integration`: router, reporter, notifier, and the bot."""
+    """The Slack :class:`~core.ports.Integration`: router, reporter, notifier, the ingest job."""
     bot = build_bot(settings, services, slack_config=slack_config)
     return SlackIntegration(
         name="slack",
         reporters=[bot.reporter],
         notifiers=[bot.notifier],
         router=build_router(bot),
+        jobs={INGEST_JOB: bot.job.run},
+        reconciler=bot.sweep,
         closers=[bot],
         bot=bot,
     )

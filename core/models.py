@@ -165,9 +165,13 @@ class Delivery(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=255)
     source: str = Field(max_length=32)
     event: str = Field(max_length=100)
+    # The Slack workspace it came from (``None`` for GitHub).
+    team_id: str | None = Field(default=None, max_length=32)
     received_at: datetime = _ts()
     task_id: str | None = Field(default=None, max_length=40)
     outcome: str | None = Field(default=None, max_length=255)
+    # A Slack request as received, until its job has handled it (GitHub can redeliver its own).
+    payload: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 class OutboxState(StrEnum):

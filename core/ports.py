@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,8 +23,24 @@ from core.outbox import Notifier, Reporter
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class JobRequest:
+    """One job for the queue: the function's registered name, its arguments and its unique id."""
+
+    job_id: str
+    function: str
+    args: tuple[Any, ...]
+    defer_s: float = 0.0
+
+
 class Queue(Protocol):
     """The job queue (arq over Redis)."""
+
+    async def enqueue_jobs(self, jobs: Sequence[JobRequest]) -> list[bool]:
+        """Queue ``jobs`` in one round trip; for each, ``False`` when a job with its id exists.
+
+        Raises :class:`core.errors.QueueUnavailable` when the queue does not answer."""
+        ...
 
     async def enqueue_run(self, task_id: str, gen: int, *, defer_s: float = 0.0) -> None:
         """Queue generation ``gen`` of ``task_id``; the job id makes a repeat a no-op."""

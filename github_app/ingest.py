@@ -11,17 +11,14 @@ with a delay instead of failing it.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
-from arq.constants import job_key_prefix, result_key_prefix
-from arq.jobs import serialize_job
-from redis.exceptions import RedisError
 from sqlalchemy import update
 from sqlmodel import col
 
-from core.errors import DependencyUnavailable, QueueUnavailable
+from core.errors import DependencyUnavailable
 from core.models import Delivery
+from core.ports import JobRequest
 from github_app.context import Ingress
 from github_app.errors import GitHubError, GitHubRateLimited, GitHubUnavailable
 from github_app.services import GitHubServices
@@ -39,67 +36,35 @@ def job_id(queue_name: str, delivery_id: str, attempt: int = 1) -> str:
     return base if attempt == 1 else f"{base}:{attempt}"
 
 
-# arq 0.28's enqueue (WATCH, EXISTS, MULTI, PSETEX, ZADD: two round trips) as one atomic script:
-# the webhook waits for this, so it is one round trip. Same keys and job encoding as arq's own.
-_ENQUEUE = """
-if redis.call('exists', KEYS[1], KEYS[2]) == 0 then
-  redis.call('psetex', KEYS[1], ARGV[1], ARGV[2])
-  redis.call('zadd', KEYS[3], ARGV[3], ARGV[4])
-  return 1
-end
-return 0
-"""
-
-
 class ArqEnqueue:
-    """Queues ``github_ingest`` jobs on the arq queue (any object with ``async pool()``, e.g. ``ArqQueue``)."""
+    """Queues ``github_ingest`` jobs on the queue (``jobs.queue.ArqQueue.enqueue_jobs``: one atomic
+    script per job, pipelined, so a burst of webhooks costs one Redis round trip)."""
 
     def __init__(self, queue: Any, queue_name: str) -> None:
         self.queue = queue
         self.queue_name = queue_name
 
+    def _job(
+        self, delivery_id: str, name: str, slim: dict[str, Any], attempt: int, defer_s: float
+    ) -> JobRequest:
+        return JobRequest(
+            job_id(self.queue_name, delivery_id, attempt),
+            INGEST_JOB,
+            (delivery_id, name, slim, attempt),
+            defer_s,
+        )
+
     async def __call__(
         self, delivery_id: str, name: str, slim: dict[str, Any], attempt: int = 1, defer_s: float = 0.0
     ) -> bool:
         """Queue the job (False: a job with its id exists); raise :class:`QueueUnavailable` when Redis is down."""
-        pool = await self.queue.pool()
-        jid = job_id(self.queue_name, delivery_id, attempt)
-        now_ms = int(time.time() * 1000)
-        score = now_ms + int(defer_s * 1000)
-        job = serialize_job(
-            INGEST_JOB, (delivery_id, name, slim, attempt), {}, None, now_ms, serializer=pool.job_serializer
-        )
-        keys = [job_key_prefix + jid, result_key_prefix + jid, self.queue_name]
-        try:
-            added = await pool.eval(
-                _ENQUEUE, 3, *keys, score - now_ms + pool.expires_extra_ms, job, score, jid
-            )
-        except (RedisError, OSError) as exc:
-            raise QueueUnavailable(f"redis unavailable: {exc}") from exc
+        [added] = await self.queue.enqueue_jobs([self._job(delivery_id, name, slim, attempt, defer_s)])
         return bool(added)
 
     async def many(self, jobs: list[tuple[str, str, dict[str, Any]]]) -> list[bool]:
         """Queue first attempts of several deliveries in one pipeline (one round trip)."""
-        pool = await self.queue.pool()
-        now_ms = int(time.time() * 1000)
-        try:
-            async with pool.pipeline(transaction=False) as pipe:
-                for delivery_id, name, slim in jobs:
-                    jid = job_id(self.queue_name, delivery_id)
-                    job = serialize_job(
-                        INGEST_JOB,
-                        (delivery_id, name, slim, 1),
-                        {},
-                        None,
-                        now_ms,
-                        serializer=pool.job_serializer,
-                    )
-                    keys = [job_key_prefix + jid, result_key_prefix + jid, self.queue_name]
-                    pipe.eval(_ENQUEUE, 3, *keys, pool.expires_extra_ms, job, now_ms, jid)
-                results = await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise QueueUnavailable(f"redis unavailable: {exc}") from exc
-        return [bool(r) for r in results]
+        requests = [self._job(delivery_id, name, slim, 1, 0.0) for delivery_id, name, slim in jobs]
+        return list(await self.queue.enqueue_jobs(requests))
 
 
 class Ingest:

@@ -9,7 +9,7 @@ Order matters and nothing from an unverified body is logged, parsed into the dat
 5. a routed event is enqueued as an arq job whose id is the GUID (a repeat enqueue is a no-op)
 6. 202; if the database or Redis fails, 503 (GitHub shows the failure; the reconciler redelivers)
 
-Concurrent deliveries share round trips (:mod:`github_app.batching`): one multi-row INSERT and one
+Concurrent deliveries share round trips (:mod:`core.batching`): one multi-row INSERT and one
 Redis pipeline per burst, each request still answered only after its own row and job are written.
 
 A repeat of a delivery whose job may never have been queued (Redis was down the first time) is
@@ -31,13 +31,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col
 
+from core.batching import GroupCommit
 from core.bodies import read_capped
 from core.clock import utcnow
 from core.db import make_engine
 from core.errors import DependencyUnavailable
 from core.models import Delivery
 from core.sql import insert_ignore_statement
-from github_app.batching import GroupCommit
 from github_app.routing import EventRegistry, Screening
 from github_app.signature import HEADER, verify
 

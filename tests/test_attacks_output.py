@@ -30,7 +30,7 @@ from tests.attack_env import (
     plain_checkout,
 )
 from tests.fakes.slack_api import Message
-from tests.test_slack_support import ALICE, BOUND, make_repo, slack_rig, task_id_in
+from tests.test_slack_support import ALICE, BOUND, make_repo, slack_rig
 
 EVIL = "https://evil.example/acme/demo/pull/666"
 
@@ -83,8 +83,7 @@ async def test_a_forged_status_line_never_speaks_for_handoff(
     async with slack_rig(settings, tmp_path, worker=True) as rig:
         # Unguarded: a parser that takes every event type from the container.
         monkeypatch.setattr(core.events, "AGENT_TYPES", frozenset(t.value for t in EventType))
-        ack = await rig.slack.slash(script, user=ALICE, channel=BOUND)
-        forged_task = task_id_in(ack.json()["text"])
+        forged_task = (await rig.start(script, user=ALICE, channel=BOUND)).id
         await rig.wait_task(forged_task, {"failed"})
         await rig.settled()
         assert any(EVIL in text for text in _thread_of(rig.fake.bot_messages(BOUND), forged_task)), (
@@ -92,8 +91,7 @@ async def test_a_forged_status_line_never_speaks_for_handoff(
         )
         monkeypatch.undo()
 
-        ack = await rig.slack.slash(script, user=ALICE, channel=BOUND)
-        task_id = task_id_in(ack.json()["text"])
+        task_id = (await rig.start(script, user=ALICE, channel=BOUND)).id
         task = await rig.wait_task(task_id, {"failed", "succeeded"})
         await rig.settled()
         shown = _thread_of(rig.fake.bot_messages(BOUND), task_id)

@@ -13,7 +13,7 @@ from core.settings import Settings
 from tests.conftest import git
 from tests.fakes.slack_api import Message
 from tests.helpers import wait_until
-from tests.test_slack_support import ALICE, BOUND, MALLORY, REPO, Rig, make_repo, slack_rig, task_id_in
+from tests.test_slack_support import ALICE, BOUND, MALLORY, REPO, Rig, make_repo, slack_rig
 
 
 def texts(messages: list[Message]) -> list[str]:
@@ -47,8 +47,7 @@ def assert_clean(rig: Rig) -> None:
 async def test_slash_command_end_to_end(settings: Settings, tmp_path: Path) -> None:
     bare = make_repo(tmp_path / "git")
     async with slack_rig(settings, tmp_path, worker=True) as rig:
-        ack = await rig.slack.slash("echo hi > NOTES.md", user=ALICE, channel=BOUND)
-        task_id = task_id_in(ack.json()["text"])
+        task_id = (await rig.start("echo hi > NOTES.md", user=ALICE, channel=BOUND)).id
         done = await rig.wait_task(task_id, {"succeeded", "failed"})
         assert done.state == "succeeded", done.state_reason
         await rig.settled()
@@ -85,6 +84,7 @@ async def test_mention_end_to_end(settings: Settings, tmp_path: Path) -> None:
     async with slack_rig(settings, tmp_path, worker=True) as rig:
         event = rig.slack.mention("echo hi > MENTION.md", user=ALICE, channel=BOUND)
         assert (await rig.slack.event(event)).status_code == 200
+        await rig.handled()
         [task] = await rig.tasks()
         await rig.wait_task(task.id, {"succeeded"})
         await rig.settled()
@@ -105,6 +105,7 @@ async def test_direct_message_end_to_end(settings: Settings, tmp_path: Path) -> 
         # Alice is listed for exactly one repository, so a DM needs no "in owner/repo".
         event = rig.slack.message("echo hi > DM.md", user=ALICE, channel="D0ALICE")
         assert (await rig.slack.event(event)).status_code == 200
+        await rig.handled()
         [task] = await rig.tasks()
         assert task.repo == REPO and task.links["slack"]["kind"] == "dm"
         await rig.wait_task(task.id, {"succeeded"})
@@ -117,8 +118,7 @@ async def test_direct_message_end_to_end(settings: Settings, tmp_path: Path) -> 
 async def test_buttons_and_thread_commands_cancel_and_retry(settings: Settings, tmp_path: Path) -> None:
     make_repo(tmp_path / "git")
     async with slack_rig(settings, tmp_path, worker=True) as rig:
-        ack = await rig.slack.slash("sleep 30", user=ALICE, channel=BOUND)
-        task_id = task_id_in(ack.json()["text"])
+        task_id = (await rig.start("sleep 30", user=ALICE, channel=BOUND)).id
         await rig.wait_task(task_id, {"running"})
         status = await wait_until(lambda: [m for m in rig.fake.bot_messages(BOUND) if m.thread_ts is None])
         parent = status[0]
@@ -188,8 +188,7 @@ async def test_long_instructions_and_a_10000_line_log_stay_within_limits(
     instructions = script + "padding " * ((5000 - len(script)) // 8 + 1)
     assert len(instructions) >= 5000
     async with slack_rig(settings, tmp_path, worker=True) as rig:
-        ack = await rig.slack.slash(instructions, user=ALICE, channel=BOUND)
-        task_id = task_id_in(ack.json()["text"])
+        task_id = (await rig.start(instructions, user=ALICE, channel=BOUND)).id
         done = await rig.wait_task(task_id, {"failed"})
         assert "code 3" in (done.state_reason or "")
         await rig.settled()

@@ -16,7 +16,7 @@ from core.models import ExternalRef, Outbox, Task
 from core.settings import Settings
 from jobs.outbox import OutboxSender
 from tests.fakes.slack_api import BOT_USER
-from tests.test_slack_support import ALICE, BOUND, Rig, slack_rig, task_id_in
+from tests.test_slack_support import ALICE, BOUND, Rig, slack_rig
 
 
 @pytest.fixture
@@ -26,8 +26,7 @@ async def rig(settings: Settings, tmp_path: Path):  # type: ignore[no-untyped-de
 
 
 async def _slash_task(rig: Rig, text: str = "echo hi") -> Task:
-    ack = await rig.slack.slash(text, user=ALICE, channel=BOUND)
-    return await rig.task(task_id_in(ack.json()["text"]))
+    return await rig.start(text, user=ALICE, channel=BOUND)
 
 
 async def _progress(rig: Rig, task: Task, steps: range) -> None:
@@ -157,6 +156,7 @@ async def test_reactions_are_idempotent(rig: Rig) -> None:
     event = rig.slack.mention("do it", user=ALICE, channel=BOUND)
     rig.fake.messages[(BOUND, event["ts"])].reactions.append("eyes")  # an earlier attempt got through
     await rig.slack.event(event)
+    await rig.handled()
     rows = await rig.drain()
     assert all(r.state == "sent" for r in rows)
     assert rig.fake.messages[(BOUND, event["ts"])].reactions == ["eyes"]

@@ -1,5 +1,5 @@
 """Socket Mode: the real slack_sdk client connects (apps.connections.open → WebSocket) to the fake,
-which sends envelopes; the bot handles them with the same listeners and acks each one.
+which sends envelopes; each is read, recorded and queued like an HTTP request, then acknowledged.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from bot.messages import CANCEL
 from bot.socket import start_socket_mode
 from core.settings import Settings
 from tests.fakes.slack_api import FakeSlack, wait_for_socket
-from tests.test_slack_support import ALICE, BOUND, Rig, slack_rig, task_id_in
+from tests.test_slack_support import ALICE, BOUND, Rig, slack_rig
 
 
 async def _ack(fake: FakeSlack, envelope_id: str, timeout: float = 5.0) -> dict[str, Any]:
@@ -53,18 +53,24 @@ async def test_socket_mode_envelopes(settings: Settings, tmp_path: Path) -> None
             assert await _ack(rig.fake, first) == {"envelope_id": first}
             retry = await _send(rig, "events_api", event, retry_attempt=1, retry_reason="timeout")
             await _ack(rig.fake, retry)
+            await rig.handled()
             assert len(await rig.tasks()) == 1
             assert [d.id for d in await rig.deliveries()] == ["ev:Ev0SOCKET01"]
-            # A slash command: the answer rides on the ack.
-            slash = await _send(
-                rig, "slash_commands", rig.slack.slash_body("echo two", user=ALICE, channel=BOUND)
-            )
-            ack = await _ack(rig.fake, slash)
-            task_id = task_id_in(ack["payload"]["text"])
+            # A slash command: the acknowledgement carries the immediate answer.
+            body = rig.slack.slash_body("echo two", user=ALICE, channel=BOUND)
+            ack = await _ack(rig.fake, await _send(rig, "slash_commands", body))
+            assert "status follows" in ack["payload"]["text"]
+            task_id = (await rig.task_of(f"cmd:{body['trigger_id']}")).id
             # A button: Cancel the queued task.
             click = await _send(rig, "interactive", rig.slack.action_payload(CANCEL, task_id, user=ALICE))
             await _ack(rig.fake, click)
+            await rig.handled()
             assert (await rig.task(task_id)).state == "cancelled"
+            # Help is answered on the socket at once; an event Handoff does not handle is acked too.
+            help_ = await _send(rig, "slash_commands", rig.slack.slash_body("help", user=ALICE))
+            assert "Handoff commands" in (await _ack(rig.fake, help_))["payload"]["text"]
+            home = rig.slack.envelope({"type": "app_home_opened", "user": ALICE, "tab": "home"})
+            assert await _ack(rig.fake, await _send(rig, "events_api", home)) != {}
             # Nothing was signed: Socket Mode needs no signing secret, the WebSocket is the trust.
             assert len(await rig.tasks()) == 2
         finally:

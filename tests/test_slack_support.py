@@ -14,17 +14,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
+from arq.worker import func
 from pydantic import SecretStr
 from sqlalchemy import select
 from sqlmodel import col
 
+from bot.ingress import INGEST_JOB, RECEIVED
 from bot.integration import SlackBot, SlackIntegration
 from core.links import PullRequestLink
 from core.models import AuditEntry, Delivery, Outbox, Run, Task
 from core.ports import PushResult
 from core.services import Services
 from core.settings import Settings
+from jobs.intake import retry_on_outage
 from jobs.outbox import OutboxSender
+from jobs.queue import RUN_JOB
 from jobs.services import WorkerServices
 from tests.conftest import LiveServer, git, running_worker, write_config
 from tests.fakes.slack_api import APP_TOKEN, BOT_TOKEN, SIGNING_SECRET, FakeSlack, SlackSide
@@ -79,6 +84,24 @@ def slack_settings(settings: Settings, tmp_path: Path, fake: FakeSlack, **slack:
 
 
 @dataclass
+class Slash:
+    """A slash command sent to the bot: the acknowledgement and the form it was built from."""
+
+    response: httpx.Response
+    body: dict[str, str]
+
+    @property
+    def delivery(self) -> str:
+        """The request's delivery id."""
+        return f"cmd:{self.body['trigger_id']}"
+
+    @property
+    def ack(self) -> str:
+        """The text of the immediate acknowledgement ("" for an empty one)."""
+        return str(self.response.json().get("text", "")) if self.response.content else ""
+
+
+@dataclass
 class Rig:
     """Everything a Slack test touches."""
 
@@ -87,6 +110,49 @@ class Rig:
     slack: SlackSide
     services: Services
     wc: WorkerServices | None = None
+    # A worker runs tasks (the e2e tests); otherwise one only turns requests into tasks.
+    runs: bool = False
+
+    async def slash(self, text: str, **kwargs: Any) -> Slash:
+        """Send ``/handoff <text>`` (as typed: Slack escapes it) and return the acknowledgement."""
+        from urllib.parse import urlencode
+
+        body = self.slack.slash_body(text, **kwargs)
+        response = await self.slack.post(urlencode(body).encode(), "application/x-www-form-urlencoded")
+        assert response.status_code == 200, response.text
+        return Slash(response, body)
+
+    async def handled(self, timeout: float = 20.0) -> list[Delivery]:
+        """Until the worker has handled every recorded Slack request (none left ``received``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = await self.deliveries()
+            if all(d.outcome != RECEIVED for d in rows):
+                return rows
+            if time.monotonic() > deadline:
+                raise AssertionError(f"slack requests not handled: {[(d.id, d.outcome) for d in rows]}")
+            await asyncio.sleep(0.02)
+
+    async def answer(self, slash: Slash) -> str:
+        """What the command's ``response_url`` received once its request was handled ("" if nothing)."""
+        await self.handled()
+        await (self.settled() if self.runs else self.drain())
+        hook = slash.body["response_url"].rsplit("/", 1)[-1]
+        return "\n".join(str(p.get("text", "")) for p in self.fake.hooks[hook].posts)
+
+    async def task_of(self, delivery: str | Slash) -> Task:
+        """The task a request created or acted on."""
+        await self.handled()
+        wanted = delivery.delivery if isinstance(delivery, Slash) else delivery
+        [row] = [d for d in await self.deliveries() if d.id == wanted]
+        assert row.task_id, (row.id, row.outcome)
+        return await self.task(row.task_id)
+
+    async def start(self, text: str, **kwargs: Any) -> Task:
+        """``/handoff <text>`` that must start a task: the task."""
+        slash = await self.slash(text, **kwargs)
+        assert "status follows" in slash.ack, slash.ack
+        return await self.task_of(slash)
 
     @property
     def bot(self) -> SlackBot:
@@ -142,6 +208,7 @@ class Rig:
 
     async def settled(self, timeout: float = 15.0) -> list[Outbox]:
         """Until the worker's sender has delivered every row (none pending)."""
+        await self.handled()
         deadline = time.monotonic() + timeout
         while True:
             rows = await self.rows(Outbox)
@@ -189,12 +256,27 @@ async def slack_rig(
             side = SlackSide(fake, f"{api.url}/slack/events")
             services: Services = app.state.services
             try:
-                if not worker:
-                    yield Rig(configured, fake, side, services)
-                    return
                 wc: WorkerServices = worker_services(configured)
+                if not worker:
+                    # Only turns recorded requests into tasks: runs stay queued, and the test
+                    # delivers the outbox itself (rig.drain), so no sender runs here.
+                    bot = next(i for i in wc.integrations if isinstance(i, SlackIntegration))
+                    functions = [
+                        func(retry_on_outage(bot.jobs[INGEST_JOB]), name=INGEST_JOB),
+                        func(_not_run, name=RUN_JOB),
+                    ]
+                    async with running_worker(
+                        configured, ctx={"handoff": wc}, functions=functions, cron_jobs=[], on_startup=None
+                    ):
+                        yield Rig(configured, fake, side, services, wc)
+                    return
                 wc.post_push.append(FakePullRequests())
                 async with running_worker(configured, ctx={"handoff": wc}):
-                    yield Rig(configured, fake, side, services, wc)
+                    yield Rig(configured, fake, side, services, wc, runs=True)
             finally:
                 await side.aclose()
+
+
+async def _not_run(ctx: dict[str, Any], *args: Any) -> str:
+    """Stands in for run_task where no run is wanted: the task stays queued."""
+    return "not run here"
