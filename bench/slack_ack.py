@@ -144,10 +144,10 @@ def work() -> None:
     from arq.worker import func
 
     from bot.ingress import INGEST_JOB
+    from bot.integration import SlackIntegration
     from jobs.intake import retry_on_outage
     from jobs.queue import RUN_JOB
     from jobs.worker import create_worker
-    from bot.integration import SlackIntegration
     from web.integrations import worker_services
 
     async def not_run(ctx: dict[str, Any], *args: Any) -> str:

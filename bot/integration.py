@@ -75,9 +75,7 @@ class BotUsers:
         return self._user
 
 
-def build_bot(
-    settings: Settings, services: Services, *, slack_config: SlackConfig | None = None
-) -> SlackBot:
+def build_bot(settings: Settings, services: Services, *, slack_config: SlackConfig | None = None) -> SlackBot:
     """Build the bot's parts (no I/O: Slack is first called on the first request)."""
     config = slack_config if slack_config is not None else parse_slack_config(services.config.slack)
     store = Store(services.sessions)
