@@ -80,7 +80,8 @@ class _Bounded(list[Any]):
 
 async def serve_gateway(base: Path, provider_url: str) -> None:
     """The run's gateway on its socket; prints the token, then serves until stdin closes."""
-    from core.config import Budget, Price
+    from core.budget import Budget
+    from core.config import Price
     from jobs.gateway.model import Upstream
     from jobs.gateway.session import ModelAccess, RunGateway
     from tests.fakes.llm import API_KEY

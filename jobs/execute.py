@@ -24,7 +24,8 @@ from typing import Any
 from sqlalchemy import update
 from sqlmodel import col
 
-from core.config import Budget, Limits, Profile
+from core.budget import Budget
+from core.config import Limits, Profile
 from core.errors import SandboxError, SandboxUnavailable, WorkspaceError
 from core.links import LinkChanges, TaskLinks
 from core.models import EventType, Run, Task
@@ -34,6 +35,7 @@ from core.redact import Redactor
 from core.states import TaskState
 from core.usage import TokenUsage
 from jobs.agent.context import cli_prompt
+from jobs.agent.ending import AgentEnd
 from jobs.agent.translate import translator_for
 from jobs.gateway.session import RunGateway, for_profile
 from jobs.hostgit import redact_url
@@ -181,9 +183,33 @@ class Execution:
             wrapper=access.wrapper,
         )
         if profile.kind == "builtin":
-            from jobs.agent.builtin import run_builtin  # the model SDKs load only when used
+            # Imported here: the model SDKs load only in workers that run the built-in agent.
+            from jobs.agent.builtin import run_builtin
 
-            return await run_builtin(self, workspace, pump, profile, spec, budget_deadline)
+            end = await run_builtin(
+                settings=self.wc.settings,
+                config=self.wc.config,
+                sandbox=self.wc.sandbox,
+                profile=profile,
+                task=task,
+                run=run,
+                budget=self.budget,
+                spec=spec,
+                pump=pump,
+                cancel=self.cancel,
+                branch=workspace.branch,
+                budget_deadline=budget_deadline,
+                budget_hit=lambda: self.budget_hit,
+                on_start=self._container_started,
+            )
+        else:
+            end = await self._run_command(spec, pump, profile, gateway, budget_deadline)
+        return await self._conclude(end, workspace, pump, limits)
+
+    async def _run_command(
+        self, spec: SandboxSpec, pump: EventPump, profile: Profile, gateway: RunGateway, budget_deadline: bool
+    ) -> AgentEnd:
+        """Run a command profile to its end in the sandbox, its output read as events."""
         pump.add(EventType.progress.value, {"step": "agent", "image": profile.image})
         price = self.wc.config.price(self._model(profile))
         translator = translator_for(profile.output, price, metered=gateway.meters)
@@ -194,45 +220,63 @@ class Execution:
                 pump.add_agent(type_, data)
 
         on_line = pump.push if translator is None else translated
+        steps: int | None = None
+        model: str | None = None
         try:
             result = await self.wc.sandbox.run(spec, on_line, self.cancel, on_start=self._container_started)
             if translator is not None:
                 for type_, data in translator.finish():
                     pump.add_agent(type_, data)
-                self.steps, self.model = translator.steps, translator.model or self._model(profile)
+                steps, model = translator.steps, translator.model or self._model(profile)
             if gateway.meter is not None and gateway.meter.calls:
-                self.steps = gateway.meter.calls  # model calls, as the gateway counted them
+                steps = gateway.meter.calls  # model calls, as the gateway counted them
         except SandboxUnavailable as exc:
             pump.add(EventType.error.value, {"message": str(exc)})
-            return Outcome(TaskState.failed, reason=str(exc), retryable=True)
+            return AgentEnd("failed", reason=str(exc), retryable=True)
         except SandboxError as exc:
             pump.add(EventType.error.value, {"message": str(exc)})
-            return Outcome(TaskState.failed, reason=str(exc))
+            return AgentEnd("failed", reason=str(exc))
+        end = AgentEnd("finished", exit_code=result.exit_code, oom=result.oom, steps=steps, model=model)
         if result.timed_out and budget_deadline:
-            self.budget_hit = f"wall-clock budget of {limits.timeout_s:g} s used"
+            self.budget_hit = f"wall-clock budget of {spec.limits.timeout_s:g} s used"
+        # A budget stops a command profile however it then ended (killed, or exiting on its own).
         if self.budget_hit is not None:
-            return await self.budget_exceeded(workspace, pump)
-        if result.cancelled:
-            return Outcome(TaskState.cancelled, reason="cancelled", exit_code=result.exit_code)
-        if result.timed_out:
-            return timed_out(limits)
-        if result.oom:
-            return Outcome(
-                TaskState.failed, reason=f"out of memory (limit {limits.memory})", exit_code=result.exit_code
-            )
-        if result.exit_code != 0:
-            return Outcome(
-                TaskState.failed,
-                reason=f"agent exited with code {result.exit_code}",
-                exit_code=result.exit_code,
-            )
-        return await self._publish(workspace, pump, Outcome(TaskState.succeeded, exit_code=0))
+            end.status, end.reason = "budget", self.budget_hit
+        elif result.cancelled:
+            end.status = "cancelled"
+        elif result.timed_out:
+            end.status = "timeout"
+        elif result.oom:
+            end.status, end.reason = "failed", f"out of memory (limit {spec.limits.memory})"
+        elif result.exit_code != 0:
+            end.status, end.reason = "failed", f"agent exited with code {result.exit_code}"
+        return end
 
-    async def budget_exceeded(self, workspace: GitWorkspace, pump: EventPump) -> Outcome:
-        """End the run ``budget_exceeded``, keeping what was done so far on the branch."""
-        return await self.publish(
-            workspace, pump, Outcome(TaskState.budget_exceeded, reason=f"budget exceeded: {self.budget_hit}")
-        )
+    async def _conclude(
+        self, end: AgentEnd, workspace: GitWorkspace, pump: EventPump, limits: Limits
+    ) -> Outcome:
+        """What the agent's end means for the task, and the work published where it counts."""
+        if end.steps is not None:
+            self.steps = end.steps
+        if end.model is not None:
+            self.model = end.model
+        self.changes = self.changes.merge(end.changes)
+        self.findings = end.findings
+        if end.status == "budget":
+            # Keep what was done so far on the branch.
+            self.budget_hit = self.budget_hit or end.reason
+            reason = f"budget exceeded: {self.budget_hit}"
+            return await self._publish(workspace, pump, Outcome(TaskState.budget_exceeded, reason=reason))
+        if end.status == "finished":
+            return await self._publish(workspace, pump, Outcome(TaskState.succeeded, exit_code=end.exit_code))
+        if end.status == "asked":
+            # Push the work so far: the answer's run continues from the branch.
+            return await self._publish(workspace, pump, Outcome(TaskState.waiting, reason=end.waiting_reason))
+        if end.status == "cancelled":
+            return Outcome(TaskState.cancelled, reason="cancelled", exit_code=end.exit_code)
+        if end.status == "timeout":
+            return timed_out(limits)
+        return Outcome(TaskState.failed, reason=end.reason, retryable=end.retryable, exit_code=end.exit_code)
 
     def _model(self, profile: Profile) -> str | None:
         """The task's ``--model`` when the profile allows it, else the profile's model."""
@@ -282,18 +326,12 @@ class Execution:
             literals.append(gateway_token)
         return Redactor(self.wc.config.secret_patterns, literals)
 
-    async def publish(self, workspace: GitWorkspace, pump: EventPump, outcome: Outcome) -> Outcome:
-        """Commit and push the agent's work; run the post-push hooks."""
-        return await self._publish(workspace, pump, outcome)
-
-    def container_started(self, container_id: str) -> None:
-        """Record the run's container (for the dashboard and the reaper)."""
-        self._container_started(container_id)
-
     async def _publish(self, workspace: GitWorkspace, pump: EventPump, outcome: Outcome) -> Outcome:
+        """Commit and push the agent's work; run the post-push hooks."""
         if not publishes(self.task):
             # Review mode: nothing is committed or pushed, whatever the agent changed.
-            return await finish_review(self, pump, outcome)
+            outcome.summary = await finish_review(self.wc.sessions, self.task, self.run, self.findings, pump)
+            return outcome
         pump.add(EventType.progress.value, {"step": "push", "branch": workspace.branch})
         try:
             if self.wc.git_credentials is not None:

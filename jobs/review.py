@@ -10,16 +10,14 @@ is stored for the GitHub notifier; dropped entries are counted in the run's even
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from core.db import Sessions
 from core.links import AutomationLinks
-from core.models import EventType, Task
+from core.models import EventType, Run, Task
 from core.review import Finding, findings_in_text, parse_findings
 from core.review_records import ReviewRecords
 from jobs.pump import EventPump
-
-if TYPE_CHECKING:
-    from jobs.execute import Execution, Outcome
 
 
 def publishes(task: Task) -> bool:
@@ -33,9 +31,10 @@ def _redacted(finding: Finding, pump: EventPump) -> Finding:
     return Finding.model_validate(data)
 
 
-async def finish_review(ex: Execution, pump: EventPump, outcome: Outcome) -> Outcome:
-    """Check and store the run's findings; the outcome keeps its state (nothing pushed)."""
-    raw = ex.findings if ex.findings is not None else pump.findings
+async def finish_review(sessions: Sessions, task: Task, run: Run, reported: Any, pump: EventPump) -> str:
+    """Check and store the run's findings (``reported`` by the built-in agent, else found in its
+    events or summary); return the run's summary. Nothing is pushed."""
+    raw = reported if reported is not None else pump.findings
     if raw is None:
         raw = findings_in_text(pump.summary)
     checked = parse_findings(raw)
@@ -51,8 +50,7 @@ async def finish_review(ex: Execution, pump: EventPump, outcome: Outcome) -> Out
     summary = pump.summary
     if summary and "```handoff-findings" in summary:
         summary = summary.split("```handoff-findings")[0].strip() or None
-    stored = await ReviewRecords(ex.wc.sessions).finish(ex.task.id, ex.run.id, findings, summary)
+    stored = await ReviewRecords(sessions).finish(task.id, run.id, findings, summary)
     pump.add(EventType.progress.value, {"step": "review", "findings": len(findings), "stored": stored})
     count = len(findings)
-    outcome.summary = f"{count} finding{'s' if count != 1 else ''}" + (f": {summary}" if summary else "")
-    return outcome
+    return f"{count} finding{'s' if count != 1 else ''}" + (f": {summary}" if summary else "")

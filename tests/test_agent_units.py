@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from core.config import Budget, HandoffConfig, Price, Profile, load_config
+from core.budget import Budget
+from core.config import HandoffConfig, Price, Profile, load_config
 from core.models import Task
 from core.redact import MASK, Redactor, install_log_redaction, redact, redact_data
 from jobs.agent.anthropic_llm import AnthropicLLM

@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from core.config import Budget
+from core.budget import Budget
 from core.settings import Settings
 from tests.conftest import LiveServer, git, running_worker
 from tests.helpers import wait_for

@@ -20,7 +20,8 @@ import httpx2
 import openai
 import pytest
 
-from core.config import Budget, Price
+from core.budget import Budget
+from core.config import Price
 from jobs.gateway.meter import CallMeter, SSEScanner, Usage
 from jobs.gateway.model import Upstream
 from jobs.gateway.session import ModelAccess, RunGateway, SandboxAccess

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from core.config import Budget
+from core.budget import Budget
 from core.inputs import MAX_OFFSET, MAX_SEQ, SafeText, SafeTime
 from core.links import TaskLinks
 from core.models import Task, TaskSource

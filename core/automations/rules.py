@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from core.automations.cron import parse_cron
 from core.automations.template import placeholders
-from core.config import Budget
+from core.budget import Budget
 
 Action = Literal["review", "work", "fix-ci"]
 Role = Literal["read", "triage", "write", "maintain", "admin"]

@@ -1,109 +1,112 @@
-"""A run of the built-in agent inside :class:`jobs.execute.Execution`.
+"""A run of the built-in agent: the long-lived sandbox container, the agent loop in it, the end.
 
-Starts the long-lived sandbox container, runs :func:`jobs.agent.runtime.run_agent` in it, stops
-the container, and maps how the agent ended onto the same outcomes (and the same publishing) as a
-command profile: finished → pushed and ``succeeded``; a budget → ``budget_exceeded`` with the
-partial change pushed; the agent's question → partial work pushed and the task ``waiting``; an API
-failure → ``failed`` with the API's message (retryable when it was transient).
+Starts the container, runs :func:`jobs.agent.runtime.run_agent` in it, stops the container, and
+reports how the agent ended as an :class:`~jobs.agent.ending.AgentEnd` (with the agent's own
+events: its summary, its question, its failure). What that means for the task — pushed and
+``succeeded``, ``budget_exceeded`` with the partial change pushed, ``waiting`` for the answer,
+``failed`` (retryable when the API was down) — is :class:`jobs.execute.Execution`'s to decide.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
-from core.config import Profile
+from core.budget import Budget
+from core.config import HandoffConfig, Profile
 from core.errors import SandboxError, SandboxUnavailable
-from core.models import EventType
-from core.ports import SandboxSpec
-from core.states import TaskState
+from core.models import EventType, Run, Task
+from core.ports import Sandbox, SandboxSpec
+from core.settings import Settings
+from jobs.agent.ending import AgentEnd
 from jobs.agent.llm import ModelFatal
 from jobs.agent.runtime import build_llm, run_agent
 from jobs.pump import EventPump
-from jobs.workspace import GitWorkspace
-
-if TYPE_CHECKING:
-    from jobs.execute import Execution, Outcome
 
 log = logging.getLogger(__name__)
-#: Prefix of the waiting reason of a task whose agent asked a question (see core.scheduling).
-QUESTION_PREFIX = "question: "
 
 
 async def run_builtin(
-    ex: Execution,
-    workspace: GitWorkspace,
-    pump: EventPump,
+    *,
+    settings: Settings,
+    config: HandoffConfig,
+    sandbox: Sandbox,
     profile: Profile,
+    task: Task,
+    run: Run,
+    budget: Budget,
     spec: SandboxSpec,
+    pump: EventPump,
+    cancel: asyncio.Event,
+    branch: str,
     budget_deadline: bool,
-) -> Outcome:
-    """Run the built-in agent for ``ex``'s run; see the module docstring."""
-    from jobs.execute import Outcome, timed_out
-
+    budget_hit: Callable[[], str | None],
+    on_start: Callable[[str], None],
+) -> AgentEnd:
+    """Run the built-in agent for ``run`` of ``task`` in a container made from ``spec``."""
     try:
-        llm = build_llm(profile, ex.wc.settings)
+        llm = build_llm(profile, settings)
     except ModelFatal as exc:
         pump.add(EventType.error.value, {"message": str(exc)})
-        return Outcome(TaskState.failed, reason=str(exc))
+        return AgentEnd("failed", reason=str(exc))
     pump.add(EventType.progress.value, {"step": "sandbox", "image": profile.image})
     try:
-        handle = await ex.wc.sandbox.start(spec)
+        handle = await sandbox.start(spec)
     except (SandboxError, SandboxUnavailable) as exc:
         await llm.close()
         pump.add(EventType.error.value, {"message": str(exc)})
-        return Outcome(TaskState.failed, reason=str(exc), retryable=isinstance(exc, SandboxUnavailable))
-    ex.container_started(handle.container_id)
+        return AgentEnd("failed", reason=str(exc), retryable=isinstance(exc, SandboxUnavailable))
+    on_start(handle.container_id)
     try:
         agent = await run_agent(
             llm=llm,
-            sandbox=ex.wc.sandbox,
+            sandbox=sandbox,
             handle=handle,
-            config=ex.wc.config,
+            config=config,
             profile=profile,
-            task=ex.task,
-            run=ex.run,
-            budget=ex.budget,
+            task=task,
+            run=run,
+            budget=budget,
             emit=pump.add,
-            cancel=ex.cancel,
+            cancel=cancel,
             timeout_s=spec.limits.timeout_s,
-            budget_hit=lambda: ex.budget_hit,
-            branch=workspace.branch,
+            budget_hit=budget_hit,
+            branch=branch,
             timeout_is_budget=budget_deadline,
         )
     except Exception as exc:  # a bug in the runtime: end this run clearly, not the worker's job
-        log.exception("built-in agent of run %s failed", ex.run.id)
+        log.exception("built-in agent of run %s failed", run.id)
         pump.add(EventType.error.value, {"message": f"agent runtime error: {exc}"})
-        return Outcome(TaskState.failed, reason=f"agent runtime error: {exc}")
+        return AgentEnd("failed", reason=f"agent runtime error: {exc}")
     finally:
         await llm.close()
         stopped = None
         with contextlib.suppress(SandboxError, SandboxUnavailable):  # the reaper removes it by label
-            stopped = await ex.wc.sandbox.stop(handle)
-    ex.steps, ex.model, ex.changes = agent.steps, agent.model, agent.changes
-    ex.findings = agent.findings
+            stopped = await sandbox.stop(handle)
     result = agent.result
+    end = AgentEnd(
+        result.status,
+        reason=result.reason,
+        retryable=result.retryable,
+        question=result.question,
+        oom=stopped is not None and stopped.oom,
+        steps=agent.steps,
+        model=agent.model,
+        changes=agent.changes,
+        findings=agent.findings,
+    )
     if result.status == "finished":
+        end.exit_code = 0
         pump.add(EventType.result.value, {"summary": agent.summary or "done", "steps": agent.steps})
-        return await ex.publish(workspace, pump, Outcome(TaskState.succeeded, exit_code=0))
-    if result.status == "asked":
-        question = result.question or ""
-        pump.add(EventType.question.value, {"question": question})
-        # Push the work so far: the answer's run continues from the branch.
-        reason = QUESTION_PREFIX + question.splitlines()[0][:200] if question else QUESTION_PREFIX.strip()
-        return await ex.publish(workspace, pump, Outcome(TaskState.waiting, reason=reason))
-    if result.status == "budget":
-        if ex.budget_hit is None:
-            ex.budget_hit = result.reason
+    elif result.status == "asked":
+        pump.add(EventType.question.value, {"question": result.question or ""})
+    elif result.status == "budget":
         pump.add(EventType.result.value, {"summary": agent.summary, "budget_exceeded": True})
-        return await ex.budget_exceeded(workspace, pump)
-    if result.status == "cancelled":
-        return Outcome(TaskState.cancelled, reason="cancelled")
-    if result.status == "timeout":
-        return timed_out(spec.limits)
-    reason = result.reason or "the agent failed"
-    if stopped is not None and stopped.oom:
-        reason = f"out of memory (limit {spec.limits.memory}): {reason}"
-    pump.add(EventType.error.value, {"message": reason})
-    return Outcome(TaskState.failed, reason=reason, retryable=result.retryable)
+    elif result.status == "failed":
+        end.reason = result.reason or "the agent failed"
+        if end.oom:
+            end.reason = f"out of memory (limit {spec.limits.memory}): {end.reason}"
+        pump.add(EventType.error.value, {"message": end.reason})
+    return end

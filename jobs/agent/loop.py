@@ -18,17 +18,17 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from core.config import Price
 from core.errors import SandboxError, SandboxUnavailable
 from core.usage import TokenUsage
 from jobs.agent.conversation import Message, ModelRequest, ToolCall, ToolResult, ToolSpec, Turn, tool_message
+from jobs.agent.ending import Status
 from jobs.agent.llm import LLM, ModelFatal, ModelRetryable, RetryPolicy, complete_with_retries
 from jobs.agent.tools import ASK, FINISH, REPORT, SPECS, ToolBox, check_arguments
 
 Emit = Callable[[str, dict[str, Any]], None]
-Status = Literal["finished", "asked", "budget", "cancelled", "timeout", "failed"]
 T = TypeVar("T")
 _EVENT_CHARS = 4000  # of tool input and output, in events (the model gets more)
 

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.config import Budget, HandoffConfig, Profile
+from core.budget import Budget
+from core.config import HandoffConfig, Profile
 from core.links import AutomationLinks, LinkChanges, TaskLinks
 from core.models import Run, Task
 from core.ports import Sandbox, SandboxHandle

@@ -25,7 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from core.config import Budget, Price
+from core.budget import Budget
+from core.config import Price
 from core.usage import TokenUsage
 
 Api = Literal["anthropic", "chat", "responses"]

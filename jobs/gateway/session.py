@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.config import Budget, Price, Profile
+from core.budget import Budget
+from core.config import Price, Profile
 from core.ports import Mount
 from core.settings import Settings
 from jobs.gateway.egress import EgressProxy
