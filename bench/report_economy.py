@@ -64,7 +64,7 @@ from sqlmodel import col
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import Server, pct
-from bot.notifier import CHANNEL_INTERVAL_S, MESSAGE_INTERVAL_S, UPDATE_INTERVAL_S
+from bot.delivery import CHANNEL_INTERVAL_S, MESSAGE_INTERVAL_S, UPDATE_INTERVAL_S
 from core.clock import utcnow
 from core.links import TaskLinks
 from core.models import EventType, ExternalRef, Outbox, Run, RunEvent, Task

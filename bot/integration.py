@@ -19,10 +19,10 @@ from bot import commands, messages
 from bot.access import Access
 from bot.client import make_client
 from bot.config import SlackConfig, parse_slack_config
+from bot.delivery import SlackNotifier
 from bot.ingress import INGEST_JOB, SlackIngress
 from bot.intake import Intake
 from bot.job import SlackJob, SlackSweep
-from bot.notifier import SlackNotifier
 from bot.people import Names
 from bot.reporter import SlackReporter
 from bot.requests import RequestReader

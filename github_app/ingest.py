@@ -19,8 +19,8 @@ from sqlmodel import col
 from core.errors import DependencyUnavailable
 from core.models import Delivery
 from core.ports import JobRequest
-from github_app.context import Ingress
 from github_app.errors import GitHubError, GitHubRateLimited, GitHubUnavailable
+from github_app.ingress import Ingress
 from github_app.services import GitHubServices
 from github_app.webhooks import RECEIVED
 

@@ -32,9 +32,8 @@ from github_app.automations.notify import AutomationNotifier
 from github_app.automations.reporter import ReviewReporter
 from github_app.automations.schedule import Scheduler
 from github_app.client import GitHubClient
-from github_app.handlers import build_event_registry
+from github_app.delivery import GitHubNotifier
 from github_app.ingest import INGEST_JOB, ArqEnqueue, Ingest
-from github_app.notifier import GitHubNotifier
 from github_app.permissions import Permissions
 from github_app.pr import GitHubCredentials, GitHubPostPush
 from github_app.redelivery import Reconciler
@@ -42,6 +41,7 @@ from github_app.repo_config import GitHubServerConfig, RepoConfigLoader
 from github_app.reporter import GitHubReporter
 from github_app.routing import Screening
 from github_app.services import GitHubServices
+from github_app.triggers import build_event_registry
 from github_app.webhooks import WebhookReceiver, webhook_router
 
 

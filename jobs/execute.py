@@ -34,8 +34,8 @@ from core.quoting import inert
 from core.redact import Redactor
 from core.states import TaskState
 from core.usage import TokenUsage
-from jobs.agent.context import cli_prompt
 from jobs.agent.ending import AgentEnd
+from jobs.agent.prompt import cli_prompt
 from jobs.agent.translate import translator_for
 from jobs.gateway.session import RunGateway, for_profile
 from jobs.hostgit import redact_url

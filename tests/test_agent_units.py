@@ -22,10 +22,10 @@ from core.config import HandoffConfig, Price, Profile, load_config
 from core.models import Task
 from core.redact import MASK, Redactor, install_log_redaction, redact, redact_data
 from jobs.agent.anthropic_llm import AnthropicLLM
-from jobs.agent.context import RepoSetup, task_message, untrusted
 from jobs.agent.conversation import ModelRequest, ToolCall, user
 from jobs.agent.llm import LLM, ModelFatal, ModelRetryable, RetryPolicy, complete_with_retries, retry_after
 from jobs.agent.openai_llm import OpenAILLM
+from jobs.agent.prompt import RepoSetup, task_message, untrusted
 from jobs.agent.tools import SPECS, check_arguments, head_tail
 from jobs.agent.translate import ClaudeCodeTranslator, CodexTranslator, Event, Translator, translator_for
 from tests.conftest import LiveServer

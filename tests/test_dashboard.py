@@ -186,7 +186,7 @@ async def test_signed_out_visitors_are_sent_to_sign_in(settings: Settings) -> No
 async def test_local_token_is_generated_logged_and_signs_in(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="web.dashboard.context"):
+    with caplog.at_level(logging.WARNING, logger="web.dashboard.state"):
         async with serve(settings) as site, httpx.AsyncClient(base_url=site.url) as client:
             token = site.app.state.dashboard.local_token
             assert len(token) >= 24

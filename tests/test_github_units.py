@@ -11,11 +11,11 @@ import pytest
 from core.models import Run, Task
 from core.snapshot import TaskSnapshot
 from github_app.events import IssueCommentEvent
-from github_app.handlers import build_event_registry
 from github_app.render import Page, check_run, checklist, tracking_comment
 from github_app.replay import infer_event
 from github_app.repo_config import BudgetBounds, GitHubServerConfig, resolve
 from github_app.routing import Screening, command_text
+from github_app.triggers import build_event_registry
 from tests.test_github_harness import example
 
 SCREEN = Screening(slug="handoff", bot_login="handoff[bot]", app_id=4242)

@@ -22,7 +22,11 @@ from core.models import Run, Task
 from core.ports import Sandbox, SandboxHandle
 from core.settings import Settings
 from jobs.agent.anthropic_llm import AnthropicLLM
-from jobs.agent.context import (
+from jobs.agent.conversation import Message, ToolResult, persistable, tool_message, user
+from jobs.agent.llm import LLM, ModelFatal, RetryPolicy
+from jobs.agent.loop import AgentLoop, Emit, LoopLimits, LoopResult
+from jobs.agent.openai_llm import OpenAILLM
+from jobs.agent.prompt import (
     REVIEW_SYSTEM_PROMPT,
     SYSTEM_PROMPT,
     answer_message,
@@ -30,10 +34,6 @@ from jobs.agent.context import (
     run_setup,
     task_message,
 )
-from jobs.agent.conversation import Message, ToolResult, persistable, tool_message, user
-from jobs.agent.llm import LLM, ModelFatal, RetryPolicy
-from jobs.agent.loop import AgentLoop, Emit, LoopLimits, LoopResult
-from jobs.agent.openai_llm import OpenAILLM
 from jobs.agent.tools import ASK, REVIEW_SPECS, SPECS, ToolBox
 
 NO_ANSWER = (

@@ -18,8 +18,8 @@ from fastapi.staticfiles import StaticFiles
 
 from core.settings import Settings
 from web.dashboard import auth, automations, live, routes
-from web.dashboard.context import HERE, SECURITY_HEADERS, STATIC_PREFIX, Dashboard
 from web.dashboard.session import PageError
+from web.dashboard.state import HERE, SECURITY_HEADERS, STATIC_PREFIX, Dashboard
 
 __all__ = ["Dashboard", "mount"]
 

@@ -10,9 +10,9 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from web.dashboard.context import SECURITY_HEADERS, Dashboard
 from web.dashboard.github import SignInFailed
 from web.dashboard.session import PageError, Session, check_csrf, safe_next
+from web.dashboard.state import SECURITY_HEADERS, Dashboard
 
 log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)

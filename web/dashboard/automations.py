@@ -12,8 +12,8 @@ from core.automations.ledger import FIRED, SKIPPED
 from core.automations.report import recent, rule_stats
 from core.automations.rules import parse_rules
 from core.inputs import SafeText
-from web.dashboard.auth import dashboard
 from core.services import Services
+from web.dashboard.auth import dashboard
 
 router = APIRouter(include_in_schema=False)
 

@@ -30,10 +30,10 @@ from core.services import Services
 from core.states import TaskState
 from web.dashboard import queries
 from web.dashboard.auth import dashboard
-from web.dashboard.context import Dashboard, Viewer
 from web.dashboard.events import views
 from web.dashboard.routes import status_context
 from web.dashboard.session import PageError
+from web.dashboard.state import Dashboard, Viewer
 
 router = APIRouter(include_in_schema=False)
 POLL_S = 0.25

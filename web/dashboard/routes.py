@@ -20,10 +20,10 @@ from core.tasks import TaskFilter
 from core.usage import TokenUsage
 from web.dashboard import charts, queries
 from web.dashboard.auth import dashboard, redirect
-from web.dashboard.context import Dashboard, Viewer
 from web.dashboard.diff import branch_diff
 from web.dashboard.events import views
 from web.dashboard.session import PageError, Session, check_csrf
+from web.dashboard.state import Dashboard, Viewer
 
 router = APIRouter(include_in_schema=False)
 PAGE_SIZE = 50

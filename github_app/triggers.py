@@ -1,7 +1,7 @@
 """What each GitHub event means for Handoff: one decorated handler per (event, actions).
 
-Handlers only translate: the payload becomes a :class:`~github_app.context.Target` and a
-:class:`~github_app.context.Trigger` (or a cancellation), and :class:`~github_app.context.Ingress`
+Handlers only translate: the payload becomes a :class:`~github_app.ingress.Target` and a
+:class:`~github_app.ingress.Trigger` (or a cancellation), and :class:`~github_app.ingress.Ingress`
 does the shared work. Screens run in the webhook request, so bots, our own comments and comments
 not addressed to Handoff never cost a job.
 """
@@ -18,7 +18,6 @@ from core.links import GitHubLinks, PullRequestInfo, ReviewComment
 from core.models import Task, TaskSource
 from core.states import TERMINAL
 from github_app.api import MARKER
-from github_app.context import Ingress, Target, Trigger
 from github_app.events import (
     CheckRunEvent,
     Envelope,
@@ -31,6 +30,7 @@ from github_app.events import (
     ReviewCommentEvent,
     ReviewEvent,
 )
+from github_app.ingress import Ingress, Target, Trigger
 from github_app.routing import EventRegistry, Screening, command_text
 
 MAX_CONTEXT_CHARS = 20_000

@@ -1,6 +1,6 @@
 """One delivery being handled: the common path from a GitHub request to a core :class:`Mention`.
 
-Handlers (``handlers.py``) describe *what* an event means — a :class:`Target` (issue or pull
+Handlers (``triggers.py``) describe *what* an event means — a :class:`Target` (issue or pull
 request) and a :class:`Trigger` (who asked, what they said). :meth:`Ingress.request` does the rest
 the same way for every trigger: 👀 at once, the permission lookup (never ``author_association``),
 an audit entry, the repository's ``.handoff.yml``, the commit for the check run, then the shared
