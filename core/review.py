@@ -76,10 +76,12 @@ class Findings:
     dropped: list[str] = field(default_factory=list)
 
 
-def _text(value: Any, limit: int) -> str:
+def _text(value: Any, limit: int, *, code: bool = False) -> str:
+    """``value`` without control characters, bounded; ``code`` keeps its indentation."""
     if not isinstance(value, str):
         return ""
-    cleaned = _CONTROL.sub("", unicodedata.normalize("NFC", value)).strip()
+    cleaned = _CONTROL.sub("", unicodedata.normalize("NFC", value))
+    cleaned = cleaned.strip("\n") if code else cleaned.strip()
     return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
 
 
@@ -150,7 +152,10 @@ def _finding(entry: Any) -> Finding | str:
         severity=severity,
         title=_text(entry.get("title"), MAX_TITLE),
         body=body,
-        suggestion=_text(suggestion, MAX_SUGGESTION) or None if isinstance(suggestion, str) else None,
+        # A suggestion replaces lines as written: its indentation is kept.
+        suggestion=(_text(suggestion, MAX_SUGGESTION, code=True) or None)
+        if isinstance(suggestion, str)
+        else None,
     )
 
 

@@ -10,7 +10,7 @@ import yaml
 
 from core.automations.cron import parse_cron
 from core.automations.facts import EventFacts, dynamic_skip, glob_match, static_skip
-from core.automations.rules import RepoBounds, Rule, parse_repo_rules, parse_rules
+from core.automations.rules import EVENTS, RepoBounds, Rule, parse_repo_rules, parse_rules
 from core.automations.template import fence, placeholders, render
 from core.config import load_config
 from core.errors import ConfigError
@@ -423,3 +423,18 @@ def test_the_same_failure_has_the_same_fingerprint_whatever_the_numbers() -> Non
     other = Failure(names=["test", "test > Test"], signals=["failed y"])
     assert one.fingerprint == again.fingerprint != other.fingerprint
     assert one.report().startswith('<untrusted-data source="ci">')
+
+
+def test_the_manifest_subscribes_to_every_event_handled_and_asks_for_actions_read() -> None:
+    from github_app.automations import handlers
+    from github_app.handlers import build_event_registry
+    from github_app.manifest import build_manifest
+
+    manifest = build_manifest("https://handoff.example.com", "http://127.0.0.1:3000/callback")
+    events = build_event_registry()
+    handlers.register(events)
+    routed = {name.partition(".")[0] for name in events.events}
+    always_sent = {"installation", "installation_repositories"}
+    assert routed - always_sent <= set(manifest["default_events"])
+    assert {e.partition(".")[0] for e in EVENTS} <= set(manifest["default_events"])
+    assert manifest["default_permissions"]["actions"] == "read"

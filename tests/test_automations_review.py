@@ -12,10 +12,18 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from core.models import AuditEntry, Task
+from core.links import AutomationLinks, TaskLinks
+from core.models import AuditEntry, Task, TaskSource
+from core.review import DiffMap
+from core.review_records import ReviewRecords
 from core.settings import Settings
+from core.tasks import NewTask
+from jobs.services import build_services
+from tests.agent_env import agent_settings, handoff, python_repo
 from tests.automation_env import added_patch, automation_world, firings, pull_request, push
-from tests.conftest import git
+from tests.conftest import LiveServer, git
+from tests.fakes.llm import Call, FakeLLM, Reply
+from tests.helpers import wait_for
 from tests.test_github_harness import REPO, World, handoff_api, handoff_worker, until
 
 PG = pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
@@ -259,3 +267,61 @@ async def test_rules_filter_and_the_apps_own_push_never_triggers(settings: Setti
             "on-push",
         }
         assert not world.fake.reviews and "handoff/" not in git("ls-remote", "--heads", str(world.bare))
+
+
+async def test_the_built_in_agent_reviews_with_report_findings_and_cannot_write(
+    sqlite_url: str, redis_url: str, tmp_path: Path, sandbox_image: str
+) -> None:
+    fake = FakeLLM()
+    fake.add(
+        Reply("Reading the change.", (Call("read_file", {"path": "calc.py"}),)),
+        # A tool of the working agent: not offered in review mode, so an error, not a write.
+        Reply("", (Call("write_file", {"path": "calc.py", "content": "pwned"}),)),
+        Reply("", (Call("report_findings", {"summary": "add() subtracts.", "findings": BUILTIN_FINDINGS}),)),
+    )
+    async with LiveServer(fake.app) as llm:
+        settings = agent_settings(sqlite_url, redis_url, tmp_path, llm.url, image=sandbox_image)
+        repo = python_repo(tmp_path, {".handoff.yml": "notes: [Review carefully.]\n"})
+        async with handoff(settings) as client:
+            services = build_services(settings)
+            try:
+                links = TaskLinks(automation=AutomationLinks(rule="review", mode="review"))
+                new = NewTask(
+                    repo=str(repo),
+                    instructions="Review calc.py.",
+                    source=TaskSource.github_automation,
+                    links=links,
+                    agent="agent",
+                )
+                task, _ = await services.tasks.create(new)
+                await ReviewRecords(services.sessions).start(
+                    task.id, str(repo), 1, "review", "a" * 40, DiffMap()
+                )
+                done = await wait_for(client, task.id, None, timeout=120)
+                record = await ReviewRecords(services.sessions).get(task.id)
+            finally:
+                await services.close()
+    assert done["state"] == "succeeded", done
+    assert "handoff/" not in git("ls-remote", "--heads", str(repo))
+    offered = fake.requests[0].tool_names()
+    assert "report_findings" in offered and "write_file" not in offered and "edit_file" not in offered
+    assert "You are Handoff's code reviewer" in fake.requests[0].system()
+    assert "unknown tool 'write_file'" in json.dumps(fake.requests[2].last_results())
+    assert record is not None and record.summary == "add() subtracts."
+    assert [f["path"] for f in record.findings] == ["calc.py"]
+    assert (
+        record.findings[0]["severity"] == "error" and record.findings[0]["suggestion"] == "    return a + b"
+    )
+
+
+BUILTIN_FINDINGS = [
+    {
+        "path": "calc.py",
+        "line": 5,
+        "severity": "error",
+        "title": "wrong operator",
+        "body": "add() returns a - b.",
+        "suggestion": "    return a + b",
+    },
+    {"path": "../outside", "line": 1, "severity": "info", "body": "dropped"},
+]
