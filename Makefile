@@ -23,4 +23,4 @@ lint:
 	uv run mypy .
 
 bench:
-	@bash -c 'source scripts/services.sh && trap stop_services EXIT && uv run python bench/dispatch.py && uv run python bench/ingest.py && uv run python bench/slack_ack.py && uv run python bench/tool_exec.py && uv run python bench/report_economy.py && uv run python bench/gateway.py'
+	@bash -c 'source scripts/services.sh && trap stop_services EXIT && uv run python bench/dispatch.py && uv run python bench/ingest.py && uv run python bench/slack_ack.py && uv run python bench/tool_exec.py && uv run python bench/report_economy.py && uv run python bench/gateway.py && uv run python bench/automations.py'

@@ -19,13 +19,14 @@ from typing import Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from core.automations.facts import fnmatch_any
 from core.clock import utcnow
 from core.db import Sessions
-from core.models import AuditEntry, AutomationFiring, Task, TaskSource
-from core.refs import get_ref, put_ref
+from core.models import AuditEntry, AutomationFiring, ExternalRef, Task, TaskSource
+from core.refs import put_ref
 from core.states import TERMINAL
 
 FIRED = "fired"
@@ -102,9 +103,17 @@ class Ledger:
 
     # -- decisions ------------------------------------------------------------------------------
 
-    async def skip(self, firing: Firing) -> None:
-        """Record a skip (and its audit entry)."""
+    async def skip(self, *firings: Firing) -> None:
+        """Record skips (and their audit entries) in one transaction."""
+        if not firings:
+            return
         async with self.sessions.begin() as session:
+            await self.skip_in(session, firings)
+
+    @staticmethod
+    async def skip_in(session: AsyncSession, firings: Sequence[Firing]) -> None:
+        """Record skips in ``session``'s transaction."""
+        for firing in firings:
             session.add(firing.row())
             session.add(firing.audit())
 
@@ -172,11 +181,15 @@ class Ledger:
         if fnmatch_any(repo, self.paused_patterns):
             return Pause(scope=repo, by="the server's automations_paused setting", at="")
         owner = repo.partition("/")[0]
+        keys = [PAUSE_KEY.format(scope=scope) for scope in (repo.lower(), f"{owner.lower()}/*")]
         async with self.sessions() as session:
-            for scope in (repo.lower(), f"{owner.lower()}/*"):
-                ref = await get_ref(session, PAUSE_KEY.format(scope=scope))
-                if ref and ref.get("paused"):
-                    return Pause(scope=scope, by=str(ref.get("by") or "?"), at=str(ref.get("at") or ""))
+            rows = await session.execute(select(ExternalRef).where(col(ExternalRef.key).in_(keys)))
+            refs = {row.key: row.ref for row in rows.scalars()}
+        for key in keys:  # the repository's own pause first
+            ref = refs.get(key)
+            if ref and ref.get("paused"):
+                scope = key.removeprefix(PAUSE_KEY.format(scope=""))
+                return Pause(scope=scope, by=str(ref.get("by") or "?"), at=str(ref.get("at") or ""))
         return None
 
     async def set_paused(self, scope: str, paused: bool, by: str) -> None:

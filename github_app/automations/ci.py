@@ -175,11 +175,11 @@ async def target(firer: Firer, ctx: EventContext) -> FixTarget | str:
             return f"no Handoff task owns {facts.head_ref}"
         number = facts.number or TaskLinks.of(task).pr_number
         return FixTarget(key=f"task:{task.id}", task=task, number=number)
-    if facts.number is not None:
+    if facts.number is not None and not facts.fork:
         return FixTarget(key=f"pr:{facts.number}", number=facts.number)
-    if facts.head_ref:
-        return FixTarget(key=f"ref:{facts.head_ref}")
-    return "the failure names no branch or pull request"
+    # GitHub lists no pull request for a fork's: its branch name may also exist here, with other
+    # code in it, so a failure that names no pull request of this repository is not fixed.
+    return "the failure names no pull request of this repository"
 
 
 async def fix_ci(firer: Firer, decision: Decision, ctx: EventContext) -> str:
@@ -189,25 +189,25 @@ async def fix_ci(firer: Firer, decision: Decision, ctx: EventContext) -> str:
     engine, facts, rule = firer.engine, ctx.facts, decision.rule
     found = await target(firer, ctx)
     if isinstance(found, str):
-        await engine.skip(rule, decision.source, facts, found)
+        await engine.skip(rule, decision.source, facts, found, ctx=ctx)
         return f"skipped ({found})"
     prefix = f"{rule.name}:{facts.repo}:{found.key}:"
     key = prefix + facts.head_sha
     history = await engine.ledger.history(rule.name, facts.repo, prefix)
     if any(h.dedupe_key == key for h in history):
         reason = f"already fired for {key}"
-        await engine.skip(rule, decision.source, facts, reason)
+        await engine.skip(rule, decision.source, facts, reason, ctx=ctx)
         return f"skipped ({reason})"
     if len(history) >= rule.max_attempts:
         reason = f"max_attempts reached: {len(history)} fixes tried"
         await _stop(firer, ctx, found, prefix, reason)
-        await engine.skip(rule, decision.source, facts, reason)
+        await engine.skip(rule, decision.source, facts, reason, ctx=ctx)
         return f"skipped ({reason})"
     failure = await collect(firer, ctx)
     if history and history[-1].data.get("fingerprint") == failure.fingerprint:
         reason = f"the same failure as attempt {len(history)} ({failure.headline()})"
         await _stop(firer, ctx, found, prefix, reason)
-        await engine.skip(rule, decision.source, facts, reason)
+        await engine.skip(rule, decision.source, facts, reason, ctx=ctx)
         return f"skipped ({reason})"
     attempt = len(history) + 1
     instructions = (

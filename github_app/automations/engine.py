@@ -18,11 +18,13 @@ from datetime import timedelta
 from typing import Any
 
 from core.automations.facts import EventFacts, dynamic_skip, static_skip
-from core.automations.ledger import FIRED, SKIPPED, Firing, Ledger
+from core.automations.ledger import FIRED, SKIPPED, Firing, Ledger, Pause
 from core.automations.rules import RepoBounds, Rule, parse_repo_rules
 from core.automations.template import render
 from core.clock import utcnow
-from core.outbox import OutboxMessage, write_messages
+from core.models import Outbox
+from core.outbox import OutboxMessage, outbox_rows, write_messages
+from core.sql import insert_ignore
 from github_app.automations.api import AutomationAPI
 from github_app.automations.diff import changed_paths
 from github_app.operations import CompletedCheck
@@ -63,8 +65,17 @@ class EventContext:
     facts: EventFacts
     svc: GitHubServices
     api: AutomationAPI
+    # Skips decided while handling the event, recorded together once it is handled.
+    pending: list[Firing] = field(default_factory=list)
     _roles: dict[str, str] = field(default_factory=dict)
     _files: list[dict[str, Any]] | None = None
+    _pause: tuple[Pause | None] | None = None
+
+    async def paused(self, ledger: Ledger) -> Pause | None:
+        """The pause on the event's repository, if any (asked once per event)."""
+        if self._pause is None:
+            self._pause = (await ledger.paused(self.facts.repo),)
+        return self._pause[0]
 
     async def role(self, login: str) -> str | None:
         """``login`` 's role on the repository (the collaborator permission API, cached)."""
@@ -133,6 +144,9 @@ class Automations:
             return f"ignored: no automation rule listens to {facts.event}"
         ctx = EventContext(facts, self.svc, self.api)
         outcomes = [f"{rule.name}: {await self.consider(rule, source, ctx)}" for rule, source in listening]
+        # One transaction for every skip (a delivery that fails before this is retried and decides
+        # again, so nothing is recorded twice).
+        await self.ledger.skip(*ctx.pending)
         return "; ".join(outcomes)
 
     async def on_demand(self, rule: Rule, facts: EventFacts, key: str) -> str:
@@ -145,7 +159,7 @@ class Automations:
         facts = ctx.facts
         reason = await self.skip_reason(rule, ctx)
         if reason is not None:
-            await self.skip(rule, source, facts, reason)
+            await self.skip(rule, source, facts, reason, ctx=ctx)
             return f"skipped ({reason})"
         return await self.firer.fire(Decision(rule, source, self.dedupe_key(rule, facts)), ctx)
 
@@ -155,7 +169,7 @@ class Automations:
         reason = static_skip(rule, facts, self.svc.bot_login, self.svc.app_id)
         if reason is not None:
             return reason
-        pause = await self.ledger.paused(facts.repo)
+        pause = await ctx.paused(self.ledger)
         if pause is not None:
             return f"automations are paused on {pause.scope} (by {pause.by})"
         reason = await dynamic_skip(rule, facts, ctx)
@@ -176,9 +190,22 @@ class Automations:
         """The rule's dedupe key for ``facts``."""
         return dedupe_key(rule, facts)
 
-    async def skip(self, rule: Rule, source: str, facts: EventFacts, reason: str, **data: Any) -> None:
-        """Record a skip with its reason."""
-        await self.ledger.skip(self.firing(rule, source, facts, SKIPPED, reason, data=data))
+    async def skip(
+        self,
+        rule: Rule,
+        source: str,
+        facts: EventFacts,
+        reason: str,
+        *,
+        ctx: EventContext | None = None,
+        **data: Any,
+    ) -> None:
+        """Record a skip with its reason (with the event's other skips, when ``ctx`` is given)."""
+        firing = self.firing(rule, source, facts, SKIPPED, reason, data=data)
+        if ctx is not None:
+            ctx.pending.append(firing)
+        else:
+            await self.ledger.skip(firing)
 
     def firing(
         self,
@@ -220,19 +247,20 @@ class Automations:
             "server refused some of them:\n\n" + "\n".join(lines)
         )
         digest = hashlib.sha256(summary.encode()).hexdigest()[:12]
-        for name, reason in refused:
-            await self.ledger.skip(
-                Firing(
-                    rule=name if name != "*" else "(repository rules)",
-                    repo=facts.repo,
-                    event=facts.event,
-                    decision=SKIPPED,
-                    reason=f"refused: {reason}",
-                    source="repo",
-                    delivery_id=facts.delivery_id or None,
-                )
+        skips = [
+            Firing(
+                rule=name if name != "*" else "(repository rules)",
+                repo=facts.repo,
+                event=facts.event,
+                decision=SKIPPED,
+                reason=f"refused: {reason}",
+                source="repo",
+                delivery_id=facts.delivery_id or None,
             )
+            for name, reason in refused
+        ]
         if not sha:
+            await self.ledger.skip(*skips)
             return
         check = CompletedCheck(
             installation_id=facts.installation_id,
@@ -243,4 +271,8 @@ class Automations:
             summary=summary,
         )
         key = f"github:automations:config:{facts.repo}:{sha}:{digest}"
-        await self.send([OutboxMessage(key, "append", check, idempotency_key=key)])
+        message = OutboxMessage(key, "append", check, idempotency_key=key)
+        # Reported (and recorded) once per commit and text, not at every event on that commit.
+        async with self.svc.sessions.begin() as session:
+            if await insert_ignore(session, Outbox, outbox_rows([message], None), ["idempotency_key"]):
+                await self.ledger.skip_in(session, skips)

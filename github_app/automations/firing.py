@@ -77,7 +77,7 @@ class Firer:
         claimed = await engine.ledger.claim(firing)
         if claimed is None:
             reason = f"already fired for {decision.key}"
-            await engine.skip(decision.rule, decision.source, facts, reason)
+            await engine.skip(decision.rule, decision.source, facts, reason, ctx=ctx)
             return f"skipped ({reason})"
         try:
             task_id = await act(decision, ctx)
