@@ -426,13 +426,13 @@ def test_the_same_failure_has_the_same_fingerprint_whatever_the_numbers() -> Non
 
 
 def test_the_manifest_subscribes_to_every_event_handled_and_asks_for_actions_read() -> None:
-    from github_app.automations import handlers
-    from github_app.handlers import build_event_registry
+    from github_app.automations import triggers as automation_triggers
     from github_app.manifest import build_manifest
+    from github_app.triggers import build_event_registry
 
     manifest = build_manifest("https://handoff.example.com", "http://127.0.0.1:3000/callback")
     events = build_event_registry()
-    handlers.register(events)
+    automation_triggers.register(events)
     routed = {name.partition(".")[0] for name in events.events}
     always_sent = {"installation", "installation_repositories"}
     assert routed - always_sent <= set(manifest["default_events"])
