@@ -61,7 +61,7 @@ from github_app.signature import sign
 from jobs.outbox import OutboxSender
 from jobs.services import WorkerServices
 from tests.fakes.slack_api import FakeSlack
-from tests.test_github_harness import rsa_keys
+from tests.support.github import rsa_keys
 from web.app import create_app
 from web.integrations import worker_services
 from web.migrate import upgrade

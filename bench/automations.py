@@ -43,7 +43,7 @@ from core.settings import load_settings
 from github_app.ingest import Ingest
 from github_app.integration import GitHubIntegration
 from tests.fakes.github_api import FakeGitHub
-from tests.test_github_harness import example, rsa_keys
+from tests.support.github import example, rsa_keys
 from web.integrations import worker_services
 from web.migrate import upgrade
 

@@ -81,7 +81,7 @@ from jobs.queue import RUN_JOB, redis_settings
 from jobs.services import WorkerServices
 from tests.fakes.github_api import FakeGitHub
 from tests.fakes.slack_api import BOT_TOKEN, SIGNING_SECRET, FakeSlack
-from tests.test_github_harness import example, rsa_keys
+from tests.support.github import example, rsa_keys
 from web.app import create_app
 from web.integrations import worker_services
 from web.migrate import upgrade

@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import bare_repo, free_port
 from bench.ingest import SECRET, _key, payload
 from github_app.signature import sign
-from tests.private_services import postgres_server, redis_server
+from tests.support.services import postgres_server, redis_server
 
 IMAGE = "handoff-sandbox:minimal"
 QUIET = "sleep 100000"

@@ -7,27 +7,21 @@ fails the run, so a missing service can never pass silently.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
-import socket
-import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import uvicorn
-import yaml
 from arq import Worker
 from sqlalchemy.engine import make_url
 
 from core.settings import Settings, load_settings
+from tests.support.env import SANDBOX_IMAGE, LiveServer, git, psql_admin, running_worker, write_config
 
-SANDBOX_IMAGE = "handoff-sandbox:minimal"
 # Private Redis and PostgreSQL servers for fault tests (never the shared ones).
-pytest_plugins = ["tests.private_services"]
+pytest_plugins = ["tests.support.services"]
 
 
 # ---------------------------------------------------------------- CI: a skip is a failure
@@ -61,32 +55,17 @@ def postgres_url() -> str:
     return url
 
 
-def _psql_admin(postgres_url: str, sql: str) -> None:
-    import psycopg
-
-    url = make_url(postgres_url)
-    with psycopg.connect(
-        host=url.host,
-        port=url.port,
-        user=url.username,
-        password=url.password,
-        dbname="postgres",
-        autocommit=True,
-    ) as conn:
-        conn.execute(sql)
-
-
 @pytest.fixture(scope="session")
 def pg_template(postgres_url: str) -> Iterator[str]:
     """A migrated template database; each test gets a fresh copy in milliseconds."""
     from web.migrate import upgrade
 
     name = f"handoff_tpl_{uuid.uuid4().hex[:8]}"
-    _psql_admin(postgres_url, f'CREATE DATABASE "{name}"')
+    psql_admin(postgres_url, f'CREATE DATABASE "{name}"')
     upgrade(make_url(postgres_url).set(database=name).render_as_string(hide_password=False))
     yield name
     with contextlib.suppress(Exception):
-        _psql_admin(postgres_url, f'DROP DATABASE "{name}" WITH (FORCE)')
+        psql_admin(postgres_url, f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -102,10 +81,10 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     postgres = request.getfixturevalue("postgres_url")
     template = request.getfixturevalue("pg_template")
     name = f"handoff_t_{uuid.uuid4().hex[:10]}"
-    _psql_admin(postgres, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    psql_admin(postgres, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
     yield make_url(postgres).set(database=name).render_as_string(hide_password=False)
     with contextlib.suppress(Exception):
-        _psql_admin(postgres, f'DROP DATABASE "{name}" WITH (FORCE)')
+        psql_admin(postgres, f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
@@ -152,13 +131,6 @@ def agent_images(sandbox_image: str) -> dict[str, str]:
 # ---------------------------------------------------------------- git
 
 
-def git(*args: str, cwd: Path | None = None) -> str:
-    """Run git and return stdout (tests only)."""
-    return subprocess.run(
-        ["git", "-c", "safe.directory=*", *args], cwd=cwd, check=True, capture_output=True, text=True
-    ).stdout.strip()
-
-
 @pytest.fixture
 def bare_repo(tmp_path: Path) -> Path:
     """A bare repository with a ``main`` branch holding a README and a small script."""
@@ -175,38 +147,6 @@ def bare_repo(tmp_path: Path) -> Path:
 
 
 # ---------------------------------------------------------------- Handoff settings, app, worker
-
-
-def write_config(path: Path, limits: dict[str, Any] | None = None, **top: Any) -> Path:
-    """A handoff.yml with fast shell profiles on the test image; ``top`` adds top-level sections."""
-    limits = limits or {}
-    config: dict[str, Any] = {
-        "default_profile": "shell",
-        "limits": {
-            "max_running": 4,
-            "per_repo": 4,
-            "heartbeat_s": 1,
-            "stale_after_s": 5,
-            "shutdown_grace_s": 2,
-            "retry_backoff_s": 0.2,
-            "reaper_interval_s": 1,
-            "lost_job_grace_s": 2,
-            **limits,
-        },
-        "profiles": {
-            "shell": {
-                "image": SANDBOX_IMAGE,
-                "limits": {"memory": "128m", "pids": 64, "cpus": 1.0, "timeout_s": 30, "tmpfs_size": "16m"},
-            },
-            "short": {
-                "image": SANDBOX_IMAGE,
-                "limits": {"memory": "32m", "pids": 32, "cpus": 0.5, "timeout_s": 3, "tmpfs_size": "8m"},
-            },
-        },
-    }
-    config.update(top)
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 @pytest.fixture
@@ -233,37 +173,6 @@ def _settings(database_url: str, redis_url: str, tmp_path: Path) -> Settings:
     )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class LiveServer:
-    """A real uvicorn server on a loopback port, in the test's event loop."""
-
-    def __init__(self, app: Any) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
-        )
-        self._task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> LiveServer:
-        self._task = asyncio.create_task(self.server.serve())
-        while not self.server.started:
-            if self._task.done():
-                self._task.result()
-            await asyncio.sleep(0.02)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        if self._task is not None:
-            await self._task
-
-
 @pytest.fixture
 async def api(settings: Settings) -> AsyncIterator[LiveServer]:
     """The Handoff API served over real HTTP on loopback."""
@@ -271,25 +180,6 @@ async def api(settings: Settings) -> AsyncIterator[LiveServer]:
 
     async with LiveServer(create_app(settings)) as server:
         yield server
-
-
-@contextlib.asynccontextmanager
-async def running_worker(settings: Settings, **overrides: Any) -> AsyncIterator[Worker]:
-    """An arq worker in this event loop (no signal handlers)."""
-    from jobs.worker import create_worker
-    from web.integrations import worker_services
-
-    if "ctx" not in overrides:
-        overrides["ctx"] = {"handoff": worker_services(settings)}
-    worker = create_worker(settings, overrides["ctx"]["handoff"], handle_signals=False, **overrides)
-    task = asyncio.create_task(worker.async_run())
-    try:
-        yield worker
-    finally:
-        await worker.close()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
 
 
 @pytest.fixture

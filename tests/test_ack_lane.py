@@ -19,9 +19,9 @@ from core.settings import Settings
 from github_app.client import GitHubClient, ack_lane
 from jobs.outbox import OutboxSender
 from jobs.pacing import Pacing
-from tests.conftest import LiveServer
 from tests.fakes.github_api import FakeGitHub
-from tests.test_github_harness import APP_ID, INSTALLATION, REPO, rsa_keys
+from tests.support.env import LiveServer
+from tests.support.github import APP_ID, INSTALLATION, REPO, rsa_keys
 from web.integrations import worker_services
 
 

@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 
 from core.settings import Settings
-from tests.conftest import LiveServer, running_worker, write_config
-from tests.helpers import wait_for, wait_until
+from tests.support.env import LiveServer, running_worker, write_config
+from tests.support.waiting import wait_for, wait_until
 
 
 def _limits(settings: Settings, tmp_path: Path, **limits: Any) -> Settings:

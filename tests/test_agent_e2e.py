@@ -12,10 +12,10 @@ from pathlib import Path
 import docker
 import pytest
 
-from tests.agent_env import agent_settings, ensure_debian_image, events, handoff, python_repo, run_task
-from tests.conftest import LiveServer, git
 from tests.fakes.llm import API_KEY, Call, FakeLLM, Reply
-from tests.helpers import wait_for
+from tests.support.agents import agent_settings, ensure_debian_image, events, handoff, python_repo, run_task
+from tests.support.env import LiveServer, git
+from tests.support.waiting import wait_for
 
 DATA = Path(__file__).parent / "data" / "agent"
 FIX = [

@@ -14,10 +14,10 @@ from typing import Any
 import docker
 import pytest
 
-from tests.agent_env import agent_settings, events, handoff, python_repo, run_task
-from tests.conftest import LiveServer, git
 from tests.fakes.llm import Call, FakeLLM, Fault, Reply
-from tests.helpers import wait_for, wait_until
+from tests.support.agents import agent_settings, events, handoff, python_repo, run_task
+from tests.support.env import LiveServer, git
+from tests.support.waiting import wait_for, wait_until
 
 REPO_FILES = {".handoff.yml": "notes: none\n"}  # no setup: the busybox image has no python
 

@@ -23,7 +23,7 @@ from core.ports import SandboxHandle, SandboxSpec
 from jobs.agent.conversation import ToolCall
 from jobs.agent.tools import ToolBox, check_arguments
 from jobs.sandbox import DockerSandbox
-from tests.agent_env import ensure_debian_image
+from tests.support.agents import ensure_debian_image
 
 INSTANCE = "test-agent-sandbox"
 

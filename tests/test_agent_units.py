@@ -28,8 +28,8 @@ from jobs.agent.openai_llm import OpenAILLM
 from jobs.agent.prompt import RepoSetup, task_message, untrusted
 from jobs.agent.tools import SPECS, check_arguments, head_tail
 from jobs.agent.translate import ClaudeCodeTranslator, CodexTranslator, Event, Translator, translator_for
-from tests.conftest import LiveServer
 from tests.fakes.llm import API_KEY, OPENAI_KEY, Call, FakeLLM, Fault, Reply
+from tests.support.env import LiveServer
 
 DATA = Path(__file__).parent / "data" / "agent"
 

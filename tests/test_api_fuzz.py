@@ -24,7 +24,7 @@ from core.db import make_engine, make_sessions
 from core.journal import Journal
 from core.models import Run, Task
 from core.settings import Settings, load_settings
-from tests.conftest import LiveServer, _psql_admin, write_config
+from tests.support.env import LiveServer, psql_admin, write_config
 
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 MAX_EXAMPLES = 100
@@ -33,9 +33,9 @@ MAX_EXAMPLES = 100
 @pytest.fixture
 def postgres_only(postgres_url: str, pg_template: str) -> Iterator[str]:
     name = f"handoff_fuzz_{uuid.uuid4().hex[:10]}"
-    _psql_admin(postgres_url, f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
+    psql_admin(postgres_url, f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
     yield make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-    _psql_admin(postgres_url, f'DROP DATABASE "{name}" WITH (FORCE)')
+    psql_admin(postgres_url, f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 def _settings(tmp_path: Path, database_url: str, redis_url: str) -> Settings:

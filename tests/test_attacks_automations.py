@@ -13,9 +13,9 @@ import pytest
 from core.models import AutomationFiring, ReviewRecord
 from core.review import MAX_FINDINGS
 from core.settings import Settings
-from tests.automation_env import LIMITS, added_patch, automation_world, firings, pull_request, push
-from tests.conftest import SANDBOX_IMAGE, git
-from tests.test_github_harness import REPO, handoff_api, handoff_worker, until
+from tests.support.automations import LIMITS, added_patch, automation_world, firings, pull_request, push
+from tests.support.env import SANDBOX_IMAGE, git
+from tests.support.github import REPO, handoff_api, handoff_worker, until
 
 PG = pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 FLOOD = 300

@@ -3,7 +3,7 @@ repositories, object stores, symlinks, nested repositories, special files, the w
 
 Each test first shows the attack working on the unguarded path (the same script in the same
 sandbox image on a plain checkout, then a naive host ``git add/commit/push`` there), then runs it as
-a real Handoff task and asserts on the host. See :mod:`tests.attack_env`.
+a real Handoff task and asserts on the host. See :mod:`tests.support.attacks`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pytest
 
 from core.settings import Settings
 from jobs.worktree import is_dotgit
-from tests.attack_env import (
+from tests.support.attacks import (
     CANARY,
     Guarded,
     Host,
@@ -31,7 +31,7 @@ from tests.attack_env import (
     naive_publish,
     plain_checkout,
 )
-from tests.conftest import git
+from tests.support.env import git
 
 
 @pytest.fixture

@@ -16,7 +16,8 @@ from sqlmodel import col
 import core.events
 from core.models import EventType, RunEvent
 from core.settings import Settings
-from tests.attack_env import (
+from tests.fakes.slack_api import Message
+from tests.support.attacks import (
     CANARY,
     SECRETS,
     TOKEN,
@@ -29,8 +30,7 @@ from tests.attack_env import (
     make_host,
     plain_checkout,
 )
-from tests.fakes.slack_api import Message
-from tests.test_slack_support import ALICE, BOUND, make_repo, slack_rig
+from tests.support.slack import ALICE, BOUND, make_repo, slack_rig
 
 EVIL = "https://evil.example/acme/demo/pull/666"
 

@@ -18,12 +18,12 @@ from core.models import EventType, RunEvent, Task
 from core.settings import Settings
 from core.tasks import NewTask
 from jobs.services import build_worker_services
-from tests.agent_env import agent_settings, ensure_debian_image
-from tests.conftest import LiveServer, git, running_worker
 from tests.fakes.llm import Call, FakeLLM
 from tests.fakes.llm import Reply as LLMReply
-from tests.test_commands import REGISTRY, mention
-from tests.test_github_harness import REPO, github_world, handoff_api, handoff_worker, until
+from tests.support.agents import agent_settings, ensure_debian_image
+from tests.support.commands import REGISTRY, mention
+from tests.support.env import LiveServer, git, running_worker
+from tests.support.github import REPO, github_world, handoff_api, handoff_worker, until
 
 # ---------------------------------------------------------------- a fork's .handoff.yml and notes
 

@@ -14,9 +14,9 @@ import pytest
 
 from core.models import Task
 from core.settings import Settings
-from tests.automation_env import automation_world, firings
-from tests.conftest import git
-from tests.test_github_harness import REPO, World, handoff_api, handoff_worker, until
+from tests.support.automations import automation_world, firings
+from tests.support.env import git
+from tests.support.github import REPO, World, handoff_api, handoff_worker, until
 
 PG = pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 ACTIONS = {"id": 15368, "slug": "github-actions", "name": "GitHub Actions"}

@@ -10,8 +10,8 @@ import yaml
 from core.automations.ledger import FIRED, SKIPPED, Firing, Ledger
 from core.db import make_engine, make_sessions
 from core.models import Run, Task
-from tests.test_cli import handoff
-from tests.test_github_harness import example
+from tests.support.cli import handoff
+from tests.support.github import example
 
 SERVER = {
     "profiles": {

@@ -14,8 +14,8 @@ from sqlalchemy import select
 
 from core.models import AuditEntry, Task
 from core.settings import Settings
-from tests.automation_env import added_patch, automation_world, firings, pull_request, push
-from tests.test_github_harness import REPO, World, handoff_api, handoff_worker, until
+from tests.support.automations import added_patch, automation_world, firings, pull_request, push
+from tests.support.github import REPO, World, handoff_api, handoff_worker, until
 
 PG = pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 SLOW_REVIEW = {

@@ -12,7 +12,7 @@ from core.links import AutomationLinks, TaskLinks
 from core.models import Run, TaskSource
 from core.settings import Settings
 from tests.fakes.github_oauth import FakeGitHub
-from tests.test_dashboard import github_sign_in, serve
+from tests.support.dashboard import github_sign_in, serve
 
 SQLITE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 RULES = [

@@ -19,12 +19,12 @@ from core.review_records import ReviewRecords
 from core.settings import Settings
 from core.tasks import NewTask
 from jobs.services import build_services
-from tests.agent_env import agent_settings, handoff, python_repo
-from tests.automation_env import added_patch, automation_world, firings, pull_request, push
-from tests.conftest import LiveServer, git
 from tests.fakes.llm import Call, FakeLLM, Reply
-from tests.helpers import wait_for
-from tests.test_github_harness import REPO, World, handoff_api, handoff_worker, until
+from tests.support.agents import agent_settings, handoff, python_repo
+from tests.support.automations import added_patch, automation_world, firings, pull_request, push
+from tests.support.env import LiveServer, git
+from tests.support.github import REPO, World, handoff_api, handoff_worker, until
+from tests.support.waiting import wait_for
 
 PG = pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 RULE = {

@@ -9,8 +9,8 @@ import pytest
 
 from core.budget import Budget
 from core.settings import Settings
-from tests.conftest import LiveServer, git, running_worker
-from tests.helpers import wait_for
+from tests.support.env import LiveServer, git, running_worker
+from tests.support.waiting import wait_for
 
 # An agent that edits a file, then reports usage in steps (as agent CLIs do) and keeps going.
 SPENDER = (

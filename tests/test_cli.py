@@ -12,27 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from core.settings import Settings
-from tests.conftest import LiveServer, git, running_worker
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-async def handoff(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 60, cwd: Path = ROOT
-) -> tuple[int, str]:
-    """Run ``python -m web ARGS`` and return (exit code, stdout+stderr)."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "web",
-        *args,
-        cwd=cwd,
-        env={**os.environ, "COLUMNS": "200", "PYTHONPATH": str(ROOT), **(env or {})},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), timeout)
-    return proc.returncode or 0, out.decode()
+from tests.support.cli import ROOT, handoff
+from tests.support.env import LiveServer, git, running_worker
 
 
 def _env(settings: Settings, **extra: str) -> dict[str, str]:
@@ -267,8 +248,8 @@ async def test_serve_connects_slack_in_socket_mode_and_prints_one_summary(
     sqlite_settings: Settings, tmp_path: Path
 ) -> None:
     """What the compose `api` service runs: with SLACK_APP_TOKEN set it connects over a WebSocket."""
-    from tests.conftest import free_port
     from tests.fakes.slack_api import APP_TOKEN, BOT_TOKEN, FakeSlack, wait_for_socket
+    from tests.support.env import free_port
 
     fake = FakeSlack()
     async with LiveServer(fake.app) as slack:

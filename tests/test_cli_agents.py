@@ -20,11 +20,11 @@ import docker
 import pytest
 
 from jobs.agent_image import DEFAULT_ROOTFS
-from tests.agent_env import agent_settings, events, handoff, python_repo
-from tests.cli_env import MODEL, cli_profile
-from tests.conftest import LiveServer, git
 from tests.fakes.llm import API_KEY, OPENAI_KEY, Call, FakeLLM, Reply
-from tests.helpers import wait_for
+from tests.support.agents import agent_settings, events, handoff, python_repo
+from tests.support.cli import MODEL, cli_profile
+from tests.support.env import LiveServer, git
+from tests.support.waiting import wait_for
 
 USAGE = [(1234, 56), (2345, 67), (3456, 78)]
 SCRIPTS = {
@@ -58,7 +58,7 @@ SCRIPTS = {
         Reply("Fixed add() in calc.py.", usage=USAGE[2]),
     ],
 }
-PRICES = {"claude-code": (3.0, 15.0), "codex": (2.0, 8.0)}  # tests/agent_env.py PRICES
+PRICES = {"claude-code": (3.0, 15.0), "codex": (2.0, 8.0)}  # tests/support/agents.py PRICES
 
 
 @pytest.fixture

@@ -2,32 +2,15 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 
-from core.commands import Command, Mention, Registry, Reply, Who
+from core.commands import Command, Registry, Reply, Who
 from core.handlers import CommandContext, build_registry, handle
 from core.settings import Settings
 from jobs.services import WorkerServices, build_worker_services
-
-REGISTRY = build_registry()
-
-
-def mention(text: str, **kw: object) -> Mention:
-    base: dict[str, object] = {
-        "source": "github",
-        "author": "alice",
-        "text": text,
-        "delivery_id": uuid.uuid4().hex,
-        "target_key": "github:octo/demo#1",
-        "repo": "octo/demo",
-        "can_write": True,
-    }
-    base.update(kw)
-    return Mention(**base)  # type: ignore[arg-type]
-
+from tests.support.commands import REGISTRY, mention
 
 PARSE = [
     ("help", "help", []),

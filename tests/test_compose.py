@@ -1,7 +1,7 @@
 """The team deployment, for real: ``docker-compose.yml`` brought up with the Compose Debian ships.
 
 The app image is built from the ``Dockerfile`` on an offline Debian base, PostgreSQL and Redis run
-from images built from Debian's packages (no registry is reachable: ``tests/compose_images.py``),
+from images built from Debian's packages (no registry is reachable: ``tests/support/compose.py``),
 the ``migrate`` and ``sandbox-build`` one-shots run first, and then a task created through the API
 runs in a sandbox started by the ``worker`` container, on a repository mounted for the test, and
 pushes its branch. The worker is restarted in the middle of a run; the task still finishes, and a
@@ -29,7 +29,7 @@ import pytest
 import yaml
 
 from core.settings import Settings
-from tests.conftest import free_port, git
+from tests.support.env import free_port, git
 
 ROOT = Path(__file__).resolve().parent.parent
 TERMINAL = {"succeeded", "failed", "cancelled", "timed_out", "budget_exceeded"}
@@ -146,7 +146,7 @@ def stack(tmp_path: Path, bare_repo: Path) -> Iterator[Stack]:
         client.ping()
     except Exception as exc:
         pytest.skip(f"no Docker engine: {exc}")
-    from tests.compose_images import debian_base, service_image
+    from tests.support.compose import debian_base, service_image
 
     started = time.monotonic()
     base = debian_base(client)

@@ -6,26 +6,23 @@ The app runs on a loopback port with a real database and Redis; GitHub is the fa
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import re
-from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from pydantic import SecretStr
 
 from core.links import TaskLinks
 from core.models import Run, RunEvent, Task
 from core.settings import Settings
-from core.tasks import NewTask
-from tests.conftest import LiveServer, free_port, git
 from tests.fakes.github_oauth import FakeGitHub
+from tests.support.dashboard import github_sign_in, serve
+from tests.support.env import git
 from web.dashboard import charts
 from web.dashboard.diff import branch_diff
 from web.dashboard.events import view
@@ -34,55 +31,6 @@ from web.dashboard.queries import RunRow
 
 SQLITE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 LOCAL_TOKEN = "local-admin-token-0123456789"
-
-
-class Site(LiveServer):
-    """The whole app on a port chosen before it is built, so its public URL can name that port."""
-
-    def __init__(self, app: Any, port: int) -> None:
-        super().__init__(app)
-        self.app = app
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-        )
-
-    async def task(self, repo: str, text: str = "echo hi", **kwargs: Any) -> Task:
-        """Create (and enqueue) a task through the task service."""
-        created: tuple[Task, bool] = await self.app.state.services.tasks.create(
-            NewTask(repo=repo, instructions=text, **kwargs)
-        )
-        return created[0]
-
-    async def __aenter__(self) -> Site:
-        await super().__aenter__()
-        return self
-
-
-@contextlib.asynccontextmanager
-async def serve(settings: Settings, github: FakeGitHub | None = None, **changes: Any) -> AsyncIterator[Site]:
-    """Serve ``create_app`` with the dashboard pointed at ``github`` (when given)."""
-    from web.app import create_app
-
-    port = free_port()
-    update: dict[str, Any] = {"handoff_public_url": f"http://127.0.0.1:{port}", **changes}
-    if github is not None:
-        update |= {
-            "github_client_id": github.client_id,
-            "github_client_secret": SecretStr(github.client_secret),
-            "github_web_url": github.url,
-            "github_api_url": github.url,
-        }
-    async with Site(create_app(settings.model_copy(update=update)), port) as site:
-        yield site
-
-
-async def github_sign_in(client: httpx.AsyncClient) -> None:
-    """Go through the whole OAuth web flow, following every redirect."""
-    response = await client.get("/login/github", follow_redirects=True)
-    assert response.status_code == 200, response.text
-    assert response.url.path == "/tasks"
 
 
 def csrf_of(html: str) -> str:
@@ -492,8 +440,8 @@ def test_phone_charts_keep_labels_inside_and_apart() -> None:
 async def test_tasks_page_counts_queued_tasks_and_says_why_a_task_failed(
     settings: Settings, bare_repo: Path
 ) -> None:
-    from tests.conftest import running_worker
-    from tests.helpers import wait_until
+    from tests.support.env import running_worker
+    from tests.support.waiting import wait_until
 
     async with serve(settings) as site, httpx.AsyncClient(base_url=site.url) as client:
         await client.get(f"/login?token={site.app.state.dashboard.local_token}")

@@ -21,9 +21,9 @@ from playwright.async_api import Browser, Page, async_playwright
 from core.links import TaskLinks
 from core.models import TaskSource
 from core.settings import Settings
-from tests.conftest import running_worker
 from tests.fakes.github_oauth import FakeGitHub
-from tests.test_dashboard import Site, serve
+from tests.support.dashboard import Site, serve
+from tests.support.env import running_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"

@@ -16,11 +16,11 @@ from rich.console import Console
 
 from core.settings import Settings
 from jobs.queue import ArqQueue
-from tests.conftest import SANDBOX_IMAGE, LiveServer, running_worker, write_config
 from tests.fakes.github_api import FakeGitHub
 from tests.fakes.llm import API_KEY, OPENAI_KEY, FakeLLM
 from tests.fakes.slack_api import APP_TOKEN, BOT_TOKEN, SIGNING_SECRET, FakeSlack
-from tests.test_github_harness import rsa_keys
+from tests.support.env import SANDBOX_IMAGE, LiveServer, running_worker, write_config
+from tests.support.github import rsa_keys
 from web.doctor import run_doctor
 from web.health import last_worker_beat
 

@@ -26,10 +26,10 @@ from sqlmodel import col
 from core.db import make_engine, make_sessions
 from core.models import Run, RunEvent, Task
 from core.settings import Settings
-from tests.conftest import LiveServer, running_worker, write_config
 from tests.fakes.webhook_target import WebhookTarget
-from tests.helpers import wait_for, wait_until
-from tests.private_services import PrivatePostgres, PrivateRedis
+from tests.support.env import LiveServer, running_worker, write_config
+from tests.support.services import PrivatePostgres, PrivateRedis
+from tests.support.waiting import wait_for, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -18,8 +18,8 @@ from core.journal import Journal
 from core.models import Run, Task
 from core.settings import Settings, load_settings
 from core.states import RunOutcome
-from tests.conftest import LiveServer, write_config
-from tests.private_services import PrivatePostgres
+from tests.support.env import LiveServer, write_config
+from tests.support.services import PrivatePostgres
 
 
 async def _run_with_events(database_url: str, task_id: str, count: int) -> str:

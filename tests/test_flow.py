@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from core.settings import Settings
-from tests.conftest import LiveServer, git, running_worker
-from tests.helpers import event_texts, wait_for, wait_until
+from tests.support.env import LiveServer, git, running_worker
+from tests.support.waiting import event_texts, wait_for, wait_until
 
 AGENT = (
     'echo \'{"type": "progress", "data": {"step": "editing"}}\'; '

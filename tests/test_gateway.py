@@ -25,8 +25,8 @@ from core.config import Price
 from jobs.gateway.meter import CallMeter, SSEScanner, Usage
 from jobs.gateway.model import Upstream
 from jobs.gateway.session import ModelAccess, RunGateway, SandboxAccess
-from tests.conftest import LiveServer
 from tests.fakes.llm import API_KEY, OPENAI_KEY, Call, FakeLLM, Reply
+from tests.support.env import LiveServer
 
 PRICES = {
     "claude-test": Price(input_per_mtok=3.0, output_per_mtok=15.0),

@@ -12,8 +12,8 @@ from sqlalchemy import select
 from core.models import AuditEntry, Task
 from core.settings import Settings
 from github_app.integration import GitHubIntegration
-from tests.conftest import git
-from tests.test_github_harness import APP_ID, REPO, World, github_world, handoff_api, handoff_worker, until
+from tests.support.env import git
+from tests.support.github import APP_ID, REPO, World, github_world, handoff_api, handoff_worker, until
 
 PG = pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 

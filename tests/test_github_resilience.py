@@ -22,7 +22,7 @@ from core.settings import Settings
 from core.tasks import NewTask
 from github_app.errors import GitHubRateLimited, GitHubUnavailable
 from jobs.outbox import OutboxSender
-from tests.test_github_harness import INSTALLATION, REPO, World, github_world
+from tests.support.github import INSTALLATION, REPO, World, github_world
 
 PG = pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 COMMENTS = r"/issues/\d+/comments$"

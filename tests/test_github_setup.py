@@ -14,9 +14,9 @@ import pytest
 from core.settings import Settings
 from github_app.manifest import build_manifest, run_setup
 from github_app.replay import replay
-from tests.conftest import LiveServer, free_port
 from tests.fakes.github_api import FakeGitHub
-from tests.test_github_harness import APP_ID, SECRET, github_world, handoff_api, rsa_keys
+from tests.support.env import LiveServer, free_port
+from tests.support.github import APP_ID, SECRET, github_world, handoff_api, rsa_keys
 
 PG = pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 

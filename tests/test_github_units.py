@@ -16,7 +16,7 @@ from github_app.replay import infer_event
 from github_app.repo_config import BudgetBounds, GitHubServerConfig, resolve
 from github_app.routing import Screening, command_text
 from github_app.triggers import build_event_registry
-from tests.test_github_harness import example
+from tests.support.github import example
 
 SCREEN = Screening(slug="handoff", bot_login="handoff[bot]", app_id=4242)
 

@@ -18,8 +18,8 @@ import redis.asyncio as aioredis
 from core.settings import Settings
 from github_app.ingest import job_id
 from github_app.signature import sign, verify
-from tests.conftest import LiveServer
-from tests.test_github_harness import OLD_SECRET, SECRET, corpus, github_world, handoff_api
+from tests.support.env import LiveServer
+from tests.support.github import OLD_SECRET, SECRET, corpus, github_world, handoff_api
 
 PG = pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 MARKER = "do-not-log-7f3a9c"

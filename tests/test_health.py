@@ -14,7 +14,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from core.settings import Settings
-from tests.conftest import LiveServer, _psql_admin
+from tests.support.env import LiveServer, psql_admin
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,8 +36,8 @@ async def test_probes_when_everything_answers(settings: Settings) -> None:
 
 
 async def test_metrics_say_whether_a_worker_reports(sqlite_settings: Settings) -> None:
-    from tests.conftest import running_worker
-    from tests.helpers import wait_until
+    from tests.support.env import running_worker
+    from tests.support.waiting import wait_until
     from web.app import create_app
 
     async with (
@@ -81,7 +81,7 @@ async def test_readyz_fails_while_redis_or_the_database_is_down(
 def test_processes_migrating_one_new_database_at_once_all_succeed(postgres_url: str) -> None:
     """An API and workers starting together on a fresh PostgreSQL database take turns."""
     name = f"handoff_mig_{uuid.uuid4().hex[:8]}"
-    _psql_admin(postgres_url, f'CREATE DATABASE "{name}"')
+    psql_admin(postgres_url, f'CREATE DATABASE "{name}"')
     url = make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
     code = "import sys; from web.migrate import upgrade; upgrade(sys.argv[1])"
     try:
@@ -101,7 +101,7 @@ def test_processes_migrating_one_new_database_at_once_all_succeed(postgres_url: 
         engine.dispose()
         assert len(versions) == 1 and tables == 1
     finally:
-        _psql_admin(postgres_url, f'DROP DATABASE "{name}" WITH (FORCE)')
+        psql_admin(postgres_url, f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

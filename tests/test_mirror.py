@@ -12,7 +12,7 @@ import pytest
 from core.errors import WorkspaceError
 from jobs.mirror import MirrorCache, disk_usage, mirror_key
 from jobs.workspace import GitWorkspace
-from tests.conftest import git
+from tests.support.env import git
 
 
 def commit(seed: Path, name: str) -> str:

@@ -1,6 +1,6 @@
 """Workers that outlive their dependencies: Redis, PostgreSQL and Docker going away under load.
 
-Every server here is the test's own (``tests/private_services.py``) or reached through a proxy the
+Every server here is the test's own (``tests/support/services.py``) or reached through a proxy the
 test controls: the shared Redis, PostgreSQL and dockerd that other test runs use are never touched.
 """
 
@@ -27,9 +27,9 @@ from redis.exceptions import RedisError
 from core.settings import Settings, load_settings
 from jobs.dependencies import DependencyGate
 from jobs.intake import HandoffWorker
-from tests.conftest import LiveServer, write_config
-from tests.helpers import TERMINAL, wait_until
-from tests.private_services import PrivatePostgres, PrivateRedis
+from tests.support.env import LiveServer, write_config
+from tests.support.services import PrivatePostgres, PrivateRedis
+from tests.support.waiting import TERMINAL, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = socket.gethostname()

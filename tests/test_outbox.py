@@ -16,8 +16,8 @@ from core.models import Outbox, Task
 from core.settings import Settings
 from jobs.outbox import OutboxSender
 from jobs.services import WorkerServices
-from tests.conftest import LiveServer, write_config
 from tests.fakes.webhook_target import Fault, WebhookTarget
+from tests.support.env import LiveServer, write_config
 from web.integrations import worker_services
 
 

@@ -14,8 +14,8 @@ from core.db import make_engine, make_sessions
 from core.journal import Journal
 from core.models import Run, RunEvent, Task
 from jobs.pump import EventPump
-from tests.conftest import _psql_admin
-from tests.helpers import wait_until
+from tests.support.env import psql_admin
+from tests.support.waiting import wait_until
 
 
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
@@ -38,8 +38,8 @@ async def test_events_wait_bounded_while_the_database_is_away(database_url: str,
             pump.push(f"before {i}")
         await wait_until(lambda: not pump._pending, timeout=20)
         # The database goes away: no new connections, the pool's connections cut.
-        _psql_admin(postgres_url, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-        _psql_admin(
+        psql_admin(postgres_url, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        psql_admin(
             postgres_url, f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
         )
         for i in range(20_000):
@@ -47,11 +47,11 @@ async def test_events_wait_bounded_while_the_database_is_away(database_url: str,
             if i % 1000 == 0:
                 await asyncio.sleep(0.05)
         assert len(pump._pending) <= 500 and pump.lost_total >= 19_500
-        _psql_admin(postgres_url, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        psql_admin(postgres_url, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
         await wait_until(lambda: not pump._pending and not pump.lost, timeout=30)
         await pump.close()
     finally:
-        _psql_admin(postgres_url, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        psql_admin(postgres_url, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
     async with sessions() as session:
         stored = (
             await session.execute(select(func.count()).where(col(RunEvent.task_id) == task.id))

@@ -35,10 +35,10 @@ from core.config import Limits
 from core.ports import SandboxSpec
 from jobs.gateway.policy import host_addresses
 from jobs.sandbox import DockerSandbox
-from tests.agent_env import agent_settings, ensure_debian_image, events, handoff, python_repo, run_task
-from tests.cli_env import cli_profile
-from tests.conftest import LiveServer
 from tests.fakes.llm import Call, FakeLLM, Reply
+from tests.support.agents import agent_settings, ensure_debian_image, events, handoff, python_repo, run_task
+from tests.support.cli import cli_profile
+from tests.support.env import LiveServer
 
 PROBE = Path(__file__).parent / "data" / "sandbox_probe.py"
 MARKER = "host-service-marker-" + "7f3a"

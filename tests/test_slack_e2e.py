@@ -10,10 +10,10 @@ from bot.blocks import escape
 from bot.messages import CANCEL, RETRY
 from core.models import RunEvent
 from core.settings import Settings
-from tests.conftest import git
 from tests.fakes.slack_api import Message
-from tests.helpers import wait_until
-from tests.test_slack_support import ALICE, BOUND, MALLORY, REPO, Rig, make_repo, slack_rig
+from tests.support.env import git
+from tests.support.slack import ALICE, BOUND, MALLORY, REPO, Rig, make_repo, slack_rig
+from tests.support.waiting import wait_until
 
 
 def texts(messages: list[Message]) -> list[str]:

@@ -18,7 +18,7 @@ import pytest
 
 from core.settings import Settings
 from tests.fakes.slack_api import BOT_USER, SIGNING_SECRET, sign
-from tests.test_slack_support import (
+from tests.support.slack import (
     ADMIN,
     ALICE,
     BOB,

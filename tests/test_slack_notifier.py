@@ -16,7 +16,7 @@ from core.models import ExternalRef, Outbox, Task
 from core.settings import Settings
 from jobs.outbox import OutboxSender
 from tests.fakes.slack_api import BOT_USER
-from tests.test_slack_support import ALICE, BOUND, Rig, slack_rig
+from tests.support.slack import ALICE, BOUND, Rig, slack_rig
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from bot.messages import CANCEL
 from bot.socket import start_socket_mode
 from core.settings import Settings
 from tests.fakes.slack_api import FakeSlack, wait_for_socket
-from tests.test_slack_support import ALICE, BOUND, Rig, slack_rig
+from tests.support.slack import ALICE, BOUND, Rig, slack_rig
 
 
 async def _ack(fake: FakeSlack, envelope_id: str, timeout: float = 5.0) -> dict[str, Any]:

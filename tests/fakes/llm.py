@@ -1,7 +1,7 @@
 """A scripted LLM on loopback speaking the Anthropic Messages, OpenAI Chat Completions and OpenAI
 Responses formats.
 
-:class:`FakeLLM` is a real HTTP server (serve ``fake.app`` with ``tests.conftest.LiveServer``):
+:class:`FakeLLM` is a real HTTP server (serve ``fake.app`` with ``tests.support.env.LiveServer``):
 ``POST /v1/messages`` answers as the Anthropic API, ``POST /v1/chat/completions`` as OpenAI's,
 each streamed (server-sent events, with the event order and shapes of the real APIs: Anthropic's
 ``message_start`` … ``content_block_delta`` (``text_delta``, ``input_json_delta`` in pieces) …

@@ -1,6 +1,6 @@
 """A fake Slack on loopback: the Web API the bot calls, and the Slack side that calls the bot.
 
-:class:`FakeSlack` is a real HTTP server (serve ``fake.app`` with ``tests.conftest.LiveServer``)
+:class:`FakeSlack` is a real HTTP server (serve ``fake.app`` with ``tests.support.env.LiveServer``)
 answering ``/api/<method>`` the way Slack does — ``{"ok": true, ...}`` or ``{"ok": false,
 "error": ...}`` with HTTP 200, 429 with ``Retry-After`` — and it is strict where Slack is: a message
 over Slack's limits gets ``invalid_blocks`` / ``msg_too_long``. It records every call, keeps the

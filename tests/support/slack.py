@@ -31,8 +31,8 @@ from jobs.intake import retry_on_outage
 from jobs.outbox import OutboxSender
 from jobs.queue import RUN_JOB
 from jobs.services import WorkerServices
-from tests.conftest import LiveServer, git, running_worker, write_config
 from tests.fakes.slack_api import APP_TOKEN, BOT_TOKEN, SIGNING_SECRET, FakeSlack, SlackSide
+from tests.support.env import LiveServer, git, running_worker, write_config
 from web.integrations import worker_services
 
 ALICE, BOB, MALLORY, ADMIN = "U01ALICE", "U02BOB", "U03MALLORY", "U0ADMIN"

@@ -25,8 +25,8 @@ from sqlmodel import col
 from core.db import make_engine, make_sessions
 from core.models import RunEvent
 from core.settings import Settings, load_settings
-from tests.conftest import SANDBOX_IMAGE, LiveServer, git, running_worker, write_config
-from tests.helpers import TERMINAL, wait_for
+from tests.support.env import SANDBOX_IMAGE, LiveServer, git, running_worker, write_config
+from tests.support.waiting import TERMINAL, wait_for
 
 CANARY = "canary-5ecr3t-DO-NOT-LEAK"
 # The worker's own secrets (settings) and the installation token of the repository.

@@ -16,9 +16,9 @@ import httpx
 
 from core.settings import Settings, load_settings
 from jobs.image import build_offline, image_exists
-from tests.conftest import SANDBOX_IMAGE, LiveServer, git, running_worker, write_config
 from tests.fakes.llm import API_KEY, OPENAI_KEY
-from tests.helpers import wait_for
+from tests.support.env import SANDBOX_IMAGE, LiveServer, git, running_worker, write_config
+from tests.support.waiting import wait_for
 
 DEBIAN = "handoff-sandbox:debian"
 DEBIAN_ROOTFS = Path(os.environ.get("HANDOFF_DEBIAN_ROOTFS", "/var/cache/handoff/debian-rootfs"))

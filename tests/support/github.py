@@ -1,7 +1,7 @@
 """The GitHub test world: a fake GitHub API, a bare git remote, Handoff's API and worker.
 
-Imported by the other ``test_github_*`` modules; its own tests check the fake itself (it must
-refuse what GitHub refuses, or the other tests prove nothing).
+Shared by the ``test_github_*`` modules (and benchmarks); ``tests/test_github_fake.py`` checks the
+fake itself (it must refuse what GitHub refuses, or the other tests prove nothing).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import yaml
 from arq.worker import func
 from pydantic import SecretStr
@@ -31,10 +30,10 @@ from core.models import Delivery, Outbox, Task
 from core.settings import Settings
 from github_app.ingest import INGEST_JOB
 from github_app.signature import sign
-from tests.conftest import SANDBOX_IMAGE, LiveServer, git, running_worker
 from tests.fakes.github_api import FakeGitHub
+from tests.support.env import SANDBOX_IMAGE, LiveServer, git, running_worker
 
-DATA = Path(__file__).parent / "data" / "github"
+DATA = Path(__file__).parent.parent / "data" / "github"
 APP_ID = 4242
 INSTALLATION = 77
 REPO = "acme/widgets"
@@ -309,68 +308,3 @@ async def handoff_worker(world: World, **overrides: Any) -> AsyncIterator[Any]:
         world.settings, ctx={"handoff": wc}, functions=functions, max_jobs=12, **overrides
     ) as w:
         yield w
-
-
-# -- the fake's own tests ------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("body", "problem"),
-    [
-        ({"name": "Handoff", "head_sha": "a" * 40, "status": "bogus"}, "not in"),
-        ({"name": "Handoff"}, "missing required 'head_sha'"),
-        (
-            {
-                "name": "Handoff",
-                "head_sha": "a",
-                "actions": [{"label": "x", "description": "y", "identifier": "z"}] * 4,
-            },
-            "more than 3",
-        ),
-        ({"name": "Handoff", "head_sha": "a", "output": {"title": "t", "summary": "s" * 65_536}}, "65535"),
-        ({"name": "Handoff", "head_sha": "a", "colour": "red"}, "unknown property"),
-    ],
-    ids=["bad-enum", "missing-required", "four-actions", "summary-too-long", "unknown-field"],
-)
-async def test_fake_refuses_what_github_refuses(body: dict[str, Any], problem: str) -> None:
-    private, public = rsa_keys()
-    fake = FakeGitHub(APP_ID, public)
-    fake.installations.add(INSTALLATION)
-    async with LiveServer(fake.app) as server, httpx.AsyncClient(base_url=server.url) as client:
-        minted = await _mint(client, private)
-        response = await client.post(
-            f"/repos/{REPO}/check-runs", json=body, headers={"Authorization": f"token {minted}"}
-        )
-    assert response.status_code == 422
-    assert problem in fake.errors[0]
-
-
-async def test_fake_checks_auth_and_token_scope() -> None:
-    private, public = rsa_keys()
-    fake = FakeGitHub(APP_ID, public)
-    fake.installations.add(INSTALLATION)
-    async with LiveServer(fake.app) as server, httpx.AsyncClient(base_url=server.url) as client:
-        token = await _mint(client, private)
-        bad_jwt = await client.post(
-            f"/app/installations/{INSTALLATION}/access_tokens", headers={"Authorization": "Bearer nope"}
-        )
-        other = await client.get(
-            "/repos/acme/other/collaborators/x/permission", headers={"Authorization": f"token {token}"}
-        )
-        ok = await client.get(
-            f"/repos/{REPO}/collaborators/x/permission", headers={"Authorization": f"token {token}"}
-        )
-    assert bad_jwt.status_code == 401 and other.status_code == 403 and ok.status_code == 200
-    assert fake.tokens[token]["repositories"] == ["widgets"]
-
-
-async def _mint(client: httpx.AsyncClient, private: str) -> str:
-    from github_app.auth import AppJWT
-
-    response = await client.post(
-        f"/app/installations/{INSTALLATION}/access_tokens",
-        json={"repositories": ["widgets"], "permissions": {"checks": "write"}},
-        headers={"Authorization": f"Bearer {AppJWT(str(APP_ID), private).get()}"},
-    )
-    assert response.status_code == 201, response.text
-    return str(response.json()["token"])

@@ -16,8 +16,8 @@ from sqlmodel import col
 
 from core.models import AutomationFiring
 from core.settings import Settings
-from tests.conftest import SANDBOX_IMAGE, git
-from tests.test_github_harness import REPO, World, github_world
+from tests.support.env import SANDBOX_IMAGE, git
+from tests.support.github import REPO, World, github_world
 
 LIMITS = {"memory": "128m", "pids": 64, "cpus": 1.0, "timeout_s": 30, "tmpfs_size": "16m"}
 # Prints the findings a branch carries (as a review agent's last `result` line), and tries to

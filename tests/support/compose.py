@@ -20,7 +20,7 @@ import docker.errors
 
 from jobs.image import debootstrap, image_exists
 
-RECIPES = Path(__file__).resolve().parent / "data" / "compose"
+RECIPES = Path(__file__).resolve().parent.parent / "data" / "compose"
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 # Contents never worth importing (the engine mounts its own) or only bloat.
 _SKIP = ("./proc/", "./sys/", "./dev/", "./run/", "./tmp/", "./var/cache/apt/", "./var/lib/apt/lists/")

@@ -1,0 +1,1 @@
+"""Shared test helpers: the worlds, fakes' drivers, waits and services the test modules import."""
