@@ -39,6 +39,9 @@ from core.snapshot import load_snapshot
 
 log = logging.getLogger(__name__)
 
+# (task id, channel, ts of the status message heading its new thread) -> None.
+ThreadStarted = Callable[[str, str, str], Awaitable[None]]
+
 # Slack: chat.postMessage about 1 per second per channel; chat.update is Tier 3 (~50 per minute),
 # per workspace, so one bucket paces every status message together.
 MESSAGE_INTERVAL_S = 1.0
@@ -69,6 +72,7 @@ class SlackNotifier:
         before_send: Callable[[], Awaitable[None]] | None = None,
         redactor: Redactor | None = None,
         message_interval_s: float = MESSAGE_INTERVAL_S,
+        on_thread: ThreadStarted | None = None,
     ) -> None:
         self.client = client
         self.message_interval_s = message_interval_s
@@ -78,6 +82,7 @@ class SlackNotifier:
         self.allowed_hosts = allowed_hosts
         self.before_send = before_send
         self.redactor = redactor or Redactor()
+        self.on_thread = on_thread
 
     def rate_rules(self, row: Outbox) -> list[RateRule]:
         """One edit per second per message, one post per second per channel, Tier 3 for updates."""
@@ -146,6 +151,8 @@ class SlackNotifier:
         if not op.thread_ts:
             # The status message starts the thread: replies in it are follow-ups for this task.
             await self.store.index_thread(ref["channel"], ref["ts"], op.task_id)
+            if self.on_thread is not None:
+                await self.on_thread(op.task_id, ref["channel"], ref["ts"])
         return Delivered(ref=ref)
 
     async def _reply(self, op: ThreadReply, ctx: DeliveryContext) -> Delivered:

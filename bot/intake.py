@@ -22,6 +22,7 @@ from bot.requests import bot_user_of
 from bot.starting import Starter, help_answer
 from bot.store import Store
 from bot.text import mentioned_users, to_plain
+from bot.workspaces import Workspaces
 from core.commands import Command, Ignore, Mention, Registry
 from core.handlers import CommandContext, handle
 from core.links import SlackLinks, TaskLinks
@@ -32,8 +33,6 @@ log = logging.getLogger(__name__)
 
 # Display names of Slack user ids (``users.info``), for mentions in a request's text.
 NameLookup = Callable[[set[str]], Awaitable[dict[str, str]]]
-# The bot's own user id in a workspace (``auth.test``), when the event does not say it.
-BotUser = Callable[[str | None], Awaitable[str | None]]
 
 
 class Intake:
@@ -47,9 +46,9 @@ class Intake:
         access: Access,
         registry: Registry,
         starter: Starter,
+        workspaces: Workspaces,
         *,
         names: NameLookup | None = None,
-        bot_user: BotUser | None = None,
     ) -> None:
         self.config = config
         self.tasks = tasks
@@ -58,7 +57,7 @@ class Intake:
         self.registry = registry
         self.starter = starter
         self.names = names
-        self.bot_user = bot_user
+        self.workspaces = workspaces
 
     async def plain(self, text: str) -> str:
         """Slack's escaped text with markup → what the person wrote (:mod:`bot.text`)."""
@@ -75,9 +74,7 @@ class Intake:
         if event == "block_actions":
             return await self.action(payload, delivery)
         inner: dict[str, Any] = payload.get("event") or {}
-        bot_user = bot_user_of(payload) or (
-            await self.bot_user(payload.get("team_id")) if self.bot_user is not None else None
-        )
+        bot_user = bot_user_of(payload) or (await self.workspaces.identity(payload.get("team_id"))).user_id
         if event == "app_mention":
             return await self._addressed(inner, delivery, bot_user, dm=False)
         if event == "message.im":

@@ -8,7 +8,6 @@ again a request whose job was lost.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
@@ -29,8 +28,9 @@ from bot.requests import RequestReader
 from bot.signature import SlackSignature
 from bot.starting import Starter
 from bot.store import Store
+from bot.workspaces import Workspaces
 from core.commands import Registry
-from core.ports import Integration
+from core.ports import Integration, RepositoryHost
 from core.redact import Redactor
 from core.services import Services
 from core.settings import Settings
@@ -56,25 +56,6 @@ class SlackBot:
         await self.ingress.aclose()
 
 
-class BotUsers:
-    """The bot's own user id (``auth.test``), asked once."""
-
-    def __init__(self, client: Any) -> None:
-        self.client = client
-        self._user: str | None = None
-        self._at = float("-inf")
-
-    async def __call__(self, team: str | None) -> str | None:
-        """The bot user id (``team`` is for several workspaces; one token answers for its own)."""
-        if self._user is None and time.monotonic() - self._at > 30:
-            self._at = time.monotonic()
-            try:
-                self._user = str((await self.client.auth_test()).get("user_id") or "") or None
-            except Exception:  # mentions of the bot stay in the text; nothing else depends on it
-                return None
-        return self._user
-
-
 def build_bot(settings: Settings, services: Services, *, slack_config: SlackConfig | None = None) -> SlackBot:
     """Build the bot's parts (no I/O: Slack is first called on the first request)."""
     config = slack_config if slack_config is not None else parse_slack_config(services.config.slack)
@@ -90,19 +71,24 @@ def build_bot(settings: Settings, services: Services, *, slack_config: SlackConf
         """``users.info`` (for display names of people mentioned in a request)."""
         return await client.users_info(user=user)
 
+    def hosts() -> list[RepositoryHost]:
+        """Code hosts plugged in beside the bot (GitHub), looked up when a task starts."""
+        return [i.repositories for i in services.integrations if i.repositories is not None]
+
+    workspaces = Workspaces.single(client)
     access = Access(config, store, group_members)
     commands.register(services.commands, access, services.tasks, config.command)
-    starter = Starter(settings, config, services.tasks, store, access, services.commands)
+    starter = Starter(settings, config, services.tasks, store, access, services.commands, workspaces, hosts)
     intake = Intake(
-        config,
-        services.tasks,
-        store,
-        access,
-        services.commands,
-        starter,
-        names=Names(user_info),
-        bot_user=BotUsers(client),
+        config, services.tasks, store, access, services.commands, starter, workspaces, names=Names(user_info)
     )
+
+    async def thread_started(task_id: str, channel: str, ts: str) -> None:
+        """A slash command's task got its thread (its status message): a pull request links it."""
+        url = (await workspaces.identity(None)).thread_url(channel, ts)
+        if url:
+            await store.set_thread_url(task_id, url)
+
     reporter = SlackReporter(access.channel_for_repo if config.announce.github_tasks else None)
     api_host = _host(settings.slack_api_url)
     notifier = SlackNotifier(
@@ -113,6 +99,7 @@ def build_bot(settings: Settings, services: Services, *, slack_config: SlackConf
         before_send=access.refresh_bindings if config.announce.github_tasks else None,
         redactor=Redactor(services.config.secret_patterns, literals=settings.secret_values()),
         message_interval_s=services.config.outbox.slack_message_interval_s,
+        on_thread=thread_started,
     )
     secret = settings.slack_signing_secret
     verifier = SlackSignature(secret.get_secret_value()) if secret is not None else None

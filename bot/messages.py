@@ -151,6 +151,12 @@ def question(data: dict[str, Any]) -> str:
     )
 
 
+def follow_up_elsewhere(author: str, source: str, text: str) -> str:
+    """Milestone: someone asked for a follow-up on the task somewhere else (on its pull request)."""
+    where = {"github": "on GitHub", "api": "through Handoff's API"}.get(source, f"in {source}")
+    return f":speech_balloon: Follow-up from *{escape(author)}* {where}:\n" + quote(escape(clip(text, 2500)))
+
+
 def pull_request(url: str, first: bool) -> str:
     """Milestone: a pull request was opened or updated."""
     verb = "opened" if first else "updated"

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from bot import messages
 from bot.operations import CHANNEL, React, Status, ThreadReply
-from core.links import SlackLinks
+from core.links import FollowUpNotice, SlackLinks
 from core.models import EventType, RunEvent, Task, TaskSource
 from core.outbox import OutboxMessage, is_first
 from core.states import TaskState
@@ -80,6 +80,11 @@ class SlackReporter:
         if event.type == EventType.question.value:
             out.append(self._reply(task, event, home, "question", messages.question(event.data)))
         elif event.type == EventType.status.value:
+            notice = FollowUpNotice.of(event.data)
+            if notice is not None and notice.source != "slack":
+                # Asked elsewhere (a review comment on its pull request): the thread hears of it too.
+                text = messages.follow_up_elsewhere(notice.author, notice.source, notice.text)
+                out.append(self._reply(task, event, home, "followup", text))
             out.extend(self._milestones(task, event, home))
         return out
 

@@ -17,6 +17,7 @@ from sqlmodel import col
 
 from core.clock import utcnow
 from core.db import Sessions
+from core.links import TaskLinks
 from core.models import ExternalRef, Task
 from core.outbox import OutboxMessage, write_messages
 from core.refs import RefStore
@@ -55,6 +56,17 @@ class Store:
             )
             newest = found.scalar_one_or_none()
             return str(newest) if newest else None
+
+    async def set_thread_url(self, task_id: str, url: str) -> None:
+        """Record the web address of the task's thread (a pull request links it), once it exists."""
+        async with self.sessions.begin() as session:
+            task = await session.get(Task, task_id, with_for_update=True)
+            if task is None:
+                return
+            links = TaskLinks.of(task)
+            if links.slack is None or links.slack.thread_url:
+                return
+            task.links = links.with_(slack=links.slack.model_copy(update={"thread_url": url})).dump()
 
     async def bind(self, channel: str, repo: str | None, by: str) -> None:
         """Bind ``channel`` to ``repo`` (``None`` unbinds; an explicit unbind overrides config)."""

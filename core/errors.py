@@ -11,7 +11,8 @@
     ├── DependencyUnavailable  a backing service does not answer
     │   ├── QueueUnavailable   Redis / arq
     │   ├── DatabaseUnavailable
-    │   └── SandboxUnavailable Docker
+    │   ├── SandboxUnavailable Docker
+    │   └── HostUnavailable    a code host (GitHub) asked about a repository
     ├── WorkspaceError         clone, commit or push failed
     └── SandboxError           the container could not be run as asked
 
@@ -77,6 +78,12 @@ class SandboxUnavailable(DependencyUnavailable):
     """The Docker engine does not answer."""
 
     service = "docker"
+
+
+class HostUnavailable(DependencyUnavailable):
+    """A code host (GitHub) did not answer a question about a repository (rate-limited, down)."""
+
+    service = "GitHub"
 
 
 class WorkspaceError(HandoffError):

@@ -13,7 +13,7 @@ and written back is unchanged; keys this version does not know survive on :class
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -97,6 +97,8 @@ class SlackLinks(_Part):
     # "command", "mention", "dm" (a task's origin) or "announce" (a channel told about it).
     kind: str | None = None
     allowed_because: str | None = None
+    # The thread's web address (a pull request links it), once the thread exists.
+    thread_url: str | None = None
 
     @classmethod
     def of(cls, task: Task) -> SlackLinks | None:
@@ -194,6 +196,45 @@ class FollowUp(BaseModel):
     def dump(self) -> dict[str, Any]:
         """The stored form (a JSON object)."""
         return self.model_dump(mode="json", exclude_unset=True)
+
+
+class FollowUpNotice(BaseModel):
+    """A follow-up announced on the task's ``status`` event, so every home of the task hears of it.
+
+    ``source`` is where it was asked (``slack``, ``github``, ``api``): a reporter tells its own
+    platform about follow-ups asked elsewhere (the asker was already answered where they asked).
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    KEY: ClassVar[str] = "follow_up"
+    MAX_TEXT: ClassVar[int] = 500
+
+    source: str
+    author: str
+    text: str = ""
+
+    @classmethod
+    def for_follow_up(cls, entry: FollowUp) -> FollowUpNotice:
+        """The notice of a follow-up entry (its text clipped)."""
+        source = (entry.context.delivery or "api").partition(":")[0] or "api"
+        text = entry.text if len(entry.text) <= cls.MAX_TEXT else entry.text[: cls.MAX_TEXT - 1] + "…"
+        return cls(source=source, author=entry.author or "someone", text=text)
+
+    @classmethod
+    def of(cls, data: dict[str, Any]) -> FollowUpNotice | None:
+        """The notice on a ``status`` event's data, if there is one."""
+        raw = data.get(cls.KEY)
+        if not isinstance(raw, dict):
+            return None
+        try:
+            return cls.model_validate(raw)
+        except ValidationError:
+            return None
+
+    def data(self) -> dict[str, Any]:
+        """The event data that carries it."""
+        return {self.KEY: self.model_dump(mode="json")}
 
 
 class PullRequestLink(BaseModel):

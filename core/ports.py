@@ -271,6 +271,38 @@ class Schedule:
     job: Job
 
 
+@dataclass(frozen=True)
+class HostedRepo:
+    """A repository on a code host, as the host's App sees it (for requests that came elsewhere)."""
+
+    repo: str  # ``owner/name`` as the host spells it
+    installation_id: int
+    default_branch: str
+    clone_url: str
+
+
+class RepositoryHost(Protocol):
+    """A code host's answers about repositories, for tasks requested elsewhere (Slack on GitHub).
+
+    Raises :class:`core.errors.HostUnavailable` when the host does not answer."""
+
+    def hosts(self, repo: str) -> bool:
+        """Whether ``repo`` names a repository of this host (``owner/name``), installed or not."""
+        ...
+
+    async def find(self, repo: str) -> HostedRepo | None:
+        """The repository and the App's installation on it; ``None`` when the App is not installed."""
+        ...
+
+    async def role(self, hosted: HostedRepo, login: str) -> str:
+        """``login``'s role on the repository (``admin``, ``maintain``, ``write``, ``read``, ``none``)."""
+        ...
+
+    def install_url(self, repo: str) -> str:
+        """Where a person installs the App (to give it ``repo``)."""
+        ...
+
+
 @dataclass
 class Integration:
     """What one external system (GitHub, Slack, status webhooks) plugs into the API and the worker.
@@ -293,6 +325,8 @@ class Integration:
     schedules: list[Schedule] = field(default_factory=list)
     # Closed, in order, when the process shuts down.
     closers: list[Closable] = field(default_factory=list)
+    # A code host's answers about repositories (GitHub's), for tasks requested elsewhere.
+    repositories: RepositoryHost | None = None
 
     async def aclose(self) -> None:
         """Close what the integration opened; a failure is logged, never stops the shutdown."""

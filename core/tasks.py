@@ -23,7 +23,7 @@ from core.db import Sessions
 from core.errors import InvalidTransition, NotFound
 from core.inputs import check_text, text_problem
 from core.journal import Journal
-from core.links import FollowUp, FollowUpContext, TaskLinks
+from core.links import FollowUp, FollowUpContext, FollowUpNotice, TaskLinks
 from core.models import AuditEntry, EventType, Run, Task, TaskSource
 from core.ports import Queue
 from core.scheduling import WAIT_APPROVAL, WAIT_QUESTION, enqueue
@@ -265,6 +265,8 @@ class TaskService:
             task = await self._locked(session, task_id)
             entry = FollowUp(text=text, author=actor, context=context or FollowUpContext())
             task.followups = [*task.followups, entry.dump()]
+            # Every home of the task (a Slack thread, a pull request) hears of it, not only the one asked in.
+            notice = FollowUpNotice.for_follow_up(entry).data()
             await session.flush()
             session.add(AuditEntry(actor=actor, action="follow_up", decision="allowed", task_id=task_id))
             answered = task.state == TaskState.waiting.value and (task.state_reason or "").startswith(
@@ -276,6 +278,7 @@ class TaskService:
                     task,
                     TaskState.queued,
                     reason=f"answer from {actor}" if answered else f"follow-up from {actor}",
+                    extra=notice,
                     values={"tries": 0, "cancel_requested": False},
                 )
                 await enqueue(session, self.queue, task)
@@ -285,7 +288,12 @@ class TaskService:
                     task,
                     None,
                     EventType.status.value,
-                    {"state": task.state, "followup": "queued after the current run", "author": actor},
+                    {
+                        "state": task.state,
+                        "followup": "queued after the current run",
+                        "author": actor,
+                        **notice,
+                    },
                 )
         return task
 

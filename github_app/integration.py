@@ -11,6 +11,8 @@ and ``services.plug(...)`` plugs the result in. It carries:
 * ``git_credentials`` and ``post_push`` — for the worker
 * ``jobs`` — ``{"github_ingest": coroutine}``: registered with arq (``func(coro, name=...)``)
 * ``reconciler`` — the redelivery reconciler (a cron every few minutes)
+* ``repositories`` — owner/name → the App's installation, default branch and roles, for tasks
+  requested elsewhere (Slack on a GitHub repository)
 * ``github`` — the :class:`~github_app.services.GitHubServices` (client, caches), and ``receiver``,
   the webhook route's recorder (closed at shutdown)
 """
@@ -32,6 +34,7 @@ from github_app.automations.notify import AutomationNotifier
 from github_app.automations.reporter import ReviewReporter
 from github_app.automations.schedule import Scheduler
 from github_app.client import GitHubClient
+from github_app.crosspost import FollowUpReporter
 from github_app.delivery import GitHubNotifier
 from github_app.ingest import INGEST_JOB, ArqEnqueue, Ingest
 from github_app.permissions import Permissions
@@ -39,6 +42,7 @@ from github_app.pr import GitHubCredentials, GitHubPostPush
 from github_app.redelivery import Reconciler
 from github_app.repo_config import GitHubServerConfig, RepoConfigLoader
 from github_app.reporter import GitHubReporter
+from github_app.repositories import GitHubRepositories
 from github_app.routing import Screening
 from github_app.services import GitHubServices
 from github_app.triggers import build_event_registry
@@ -146,7 +150,7 @@ def build_integration(
     )
     return GitHubIntegration(
         name="github",
-        reporters=[GitHubReporter(), ReviewReporter()],
+        reporters=[GitHubReporter(), ReviewReporter(), FollowUpReporter()],
         notifiers=[notifier],
         router=webhook_router(receiver),
         git_credentials=GitHubCredentials(svc),
@@ -155,6 +159,7 @@ def build_integration(
         reconciler=Reconciler(svc.client, svc.sessions),
         schedules=Scheduler(svc.automations).schedules(),
         closers=[receiver],
+        repositories=GitHubRepositories(svc, AutomationAPI(svc.client)),
         github=svc,
         receiver=receiver,
     )

@@ -14,7 +14,14 @@ import logging
 from typing import Any
 
 from core.errors import WorkspaceError
-from core.links import AutomationLinks, GitHubLinks, PullRequestInfo, PullRequestLink, TaskLinks
+from core.links import (
+    AutomationLinks,
+    GitHubLinks,
+    PullRequestInfo,
+    PullRequestLink,
+    SlackLinks,
+    TaskLinks,
+)
 from core.models import Run, Task
 from core.ports import PushResult
 from core.quoting import inert
@@ -61,7 +68,10 @@ def pr_body(
     pr = (gh.pr if gh is not None else None) or PullRequestInfo()
     is_pr = gh is not None and gh.is_pr
     automation = AutomationLinks.of(task)
-    if number is None:
+    slack = SlackLinks.of(task)
+    if number is None and slack is not None and slack.kind != "announce":
+        lines = [requested_in_slack(task, slack)]
+    elif number is None:
         rule = f" `{automation.rule}`" if automation is not None else ""
         lines = [f"Started by the automation{rule}."]
     else:
@@ -81,6 +91,14 @@ def pr_body(
         lines.append(f"\n**Files changed ({len(push.files_changed)})**: {shown}")
     lines.append(f"\n<sub>Handoff task [`{task.id}`]({url}) · run `{run.id}` (attempt {run.attempt})</sub>")
     return fit(f"{marker(f'github:pr:{task.id}')}\n" + "\n".join(lines), COMMENT_LIMIT)
+
+
+def requested_in_slack(task: Task, slack: SlackLinks) -> str:
+    """Who asked in Slack, and where: the first line of a pull request Slack asked for."""
+    who = (task.requester or "").strip()
+    person = f"@{who}" if who and not who.startswith("slack:") else "someone in Slack"
+    where = f" ([the Slack thread]({slack.thread_url}))" if slack.thread_url else ""
+    return f"Requested in Slack by {person}{where}; follow-ups there or on this pull request continue it."
 
 
 class GitHubPostPush:

@@ -274,6 +274,45 @@ def test_reporter_maps_events_to_status_upserts_and_milestones() -> None:
     assert len(keys) == len(set(keys))
 
 
+@pytest.mark.parametrize(
+    ("source", "slack_told", "github_told"),
+    [("github", True, False), ("slack", False, True), ("api", True, True)],
+    ids=["asked-on-github", "asked-in-slack", "asked-through-the-api"],
+)
+def test_a_follow_up_is_told_to_the_homes_it_was_not_asked_in(
+    source: str, slack_told: bool, github_told: bool
+) -> None:
+    from core.links import FollowUp, FollowUpContext, FollowUpNotice
+    from github_app.crosspost import FollowUpReporter
+
+    links = {
+        "slack": {"channel": "C1", "thread_ts": "1.1", "user": "U1"},
+        "github": {"installation_id": 7, "repo": "acme/demo"},
+        "pr_number": 12,
+    }
+    task = _task(links=links)
+    entry = FollowUp(
+        text="also @team close #3 " + "x" * 600,
+        author="alice",
+        context=FollowUpContext(delivery=f"{source}:d1"),
+    )
+    notice = FollowUpNotice.for_follow_up(entry)
+    assert notice.source == source and len(notice.text) == FollowUpNotice.MAX_TEXT
+    event = _event(9, "status", {"state": "running", **notice.data()})
+    replies = [m for m in SlackReporter().messages(task, event) if m.op.payload()["op"] == "reply"]
+    assert bool(replies) is slack_told
+    if replies:
+        assert "Follow-up from *alice*" in replies[0].op.payload()["text"]
+    comments = FollowUpReporter().messages(task, event)
+    assert bool(comments) is github_told
+    if comments:
+        body = comments[0].op.payload()["body"]
+        # Said on GitHub in Handoff's voice: the asker's words are quoted, their mentions made inert.
+        assert comments[0].op.payload()["number"] == 12 and "@team" not in body and "> also @" in body
+    # Without a pull request (yet), GitHub has nowhere to be told.
+    assert FollowUpReporter().messages(_task(links={**links, "pr_number": None}), event) == []
+
+
 def test_reporter_ignores_tasks_without_a_slack_home_unless_announced() -> None:
     github = _task(source="github_issue", links={}, repo="acme/api")
     assert SlackReporter().messages(github, _event(1, "status", {"state": "queued"})) == []

@@ -62,6 +62,8 @@ class AutomationsFake:
         self.blob_tokens: dict[str, int] = {}
         self.graphql_calls: list[dict[str, Any]] = []
         self.installation_of: dict[str, int] = {}
+        # Repositories the App is not installed on (GET /repos/{o}/{r}/installation answers 404).
+        self.uninstalled: set[str] = set()
 
     def _now(self) -> str:  # pragma: no cover - provided by FakeGitHub
         raise NotImplementedError
@@ -100,7 +102,7 @@ class AutomationsFake:
     def op_apps_get_repo_installation(self, p: dict[str, str], q: Any, body: Any, r: Any) -> tuple[int, Any]:
         repo = f"{p['owner']}/{p['repo']}"
         inst = self.installation_of.get(repo) or next(iter(self.installations), None)
-        if inst is None:
+        if inst is None or repo in self.uninstalled:
             return 404, {"message": "Not Found"}
         return 200, {"id": inst, "account": {"login": p["owner"]}, "app_id": 1, "target_type": "Organization"}
 
