@@ -22,11 +22,11 @@ from pydantic import SecretStr
 
 from bot.messages import OPEN_PR
 from core.settings import Settings
-from tests.conftest import LiveServer, git, running_worker
 from tests.fakes.slack_api import APP_TOKEN, BOT_TOKEN, SIGNING_SECRET, FakeSlack, SlackSide
-from tests.test_github_harness import REPO, World, github_world, until
+from tests.support.env import LiveServer, git, running_worker
+from tests.support.github import REPO, World, github_world, until
+from tests.support.slack import ALICE, BOUND, MALLORY, Rig
 from tests.test_slack_e2e import texts
-from tests.test_slack_support import ALICE, BOUND, MALLORY, Rig
 from web.integrations import worker_services
 
 SLACK = {
@@ -187,7 +187,8 @@ async def test_a_mention_becomes_a_draft_pull_request_and_review_comments_contin
 
 
 async def _attempts(rig: Rig, task_id: str, n: int) -> bool:
-    return (await rig.task(task_id)).attempts >= n
+    task = await rig.task(task_id)
+    return task.attempts >= n
 
 
 async def test_a_repository_without_the_app_gets_the_install_link(settings: Settings, tmp_path: Path) -> None:
