@@ -17,10 +17,11 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from core.errors import ConfigError, HandoffError
-from core.settings import Settings, load_settings
+from core.errors import HandoffError
+from core.settings import Settings
 from web.cli_automations import automations_app
-from web.cli_tasks import fail, task_app
+from web.cli_settings import fail, load_cli_settings
+from web.cli_tasks import task_app
 from web.deps import is_loopback
 
 app = typer.Typer(
@@ -37,9 +38,7 @@ app.add_typer(automations_app, name="automations")
 
 log = logging.getLogger("handoff")
 console = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
 # Read when HANDOFF_CONFIG is unset, from the directory the command runs in.
-LOCAL_CONFIG = Path("handoff.yml")
 
 Host = Annotated[str, typer.Option(help="address to bind (a public one needs HANDOFF_API_TOKEN)")]
 Port = Annotated[int, typer.Option(help="port to listen on")]
@@ -50,23 +49,6 @@ SocketMode = Annotated[
     bool | None,
     typer.Option(help="connect to Slack in Socket Mode (default: when SLACK_APP_TOKEN is set)"),
 ]
-
-
-def load_cli_settings() -> Settings:
-    """Settings and handoff.yml, validated now; a bad value exits 2 with one line naming it.
-
-    Without HANDOFF_CONFIG, ``./handoff.yml`` is used when it exists.
-    """
-    from core.config import load_config
-
-    try:
-        settings = load_settings()
-        if settings.handoff_config is None and "HANDOFF_CONFIG" not in os.environ and LOCAL_CONFIG.is_file():
-            settings = settings.model_copy(update={"handoff_config": LOCAL_CONFIG.resolve()})
-        load_config(settings.handoff_config)
-    except ConfigError as exc:
-        fail(str(exc), 2)
-    return settings
 
 
 def _configure_logging() -> None:

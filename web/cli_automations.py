@@ -16,7 +16,7 @@ from core.automations.rules import Rule, parse_rules
 from core.config import HandoffConfig, load_config
 from core.errors import ConfigError
 from core.settings import Settings
-from web.cli_tasks import fail
+from web.cli_settings import fail, load_cli_settings
 
 automations_app = typer.Typer(
     help="Automation rules: try them on a payload, see what they did.", no_args_is_help=True
@@ -25,8 +25,6 @@ console = Console(highlight=False, soft_wrap=True)
 
 
 def _settings() -> tuple[Settings, HandoffConfig]:
-    from web.cli import load_cli_settings
-
     settings = load_cli_settings()
     try:
         return settings, load_config(settings.handoff_config)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -17,35 +16,18 @@ from typing import Annotated, Any, NoReturn
 import httpx
 import typer
 from rich.console import Console
-from rich.markup import escape as escape_markup
 from rich.table import Table
 
 from core.settings import Settings
+from web.cli_settings import err, escape, fail, load_cli_settings
 
 task_app = typer.Typer(help="Create and follow tasks through the REST API.", no_args_is_help=True)
 console = Console(highlight=False)
-# C0 controls but tab and newline, DEL and C1: ESC alone lets printed text retitle the terminal,
-# rewrite the clipboard (OSC 52) or forge earlier lines.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-def escape(text: str) -> str:
-    """Text from a task, its agent or the API, safe to print: no rich markup, no control codes."""
-    return escape_markup(_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text))
-
-
-err = Console(stderr=True, highlight=False)
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 ENDED_BADLY = frozenset({"failed", "cancelled", "timed_out", "budget_exceeded"})
 ENDED = ENDED_BADLY | {"succeeded"}
 TaskId = Annotated[str, typer.Argument(help="a task id, or any unique start of one (t_3f9)")]
-
-
-def fail(message: str, code: int = 1) -> NoReturn:
-    """Print ``message`` as one red line on stderr and exit with ``code``."""
-    err.print(f"[red]{escape(message)}[/red]", soft_wrap=True)
-    raise typer.Exit(code)
 
 
 def exit_code(state: str) -> int:
@@ -133,8 +115,6 @@ def describe_error(response: httpx.Response) -> str:
 
 
 def _api() -> Api:
-    from web.cli import load_cli_settings
-
     return Api(load_cli_settings())
 
 
