@@ -18,18 +18,16 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from core.automations.template import fence
 from core.errors import NotFound
 from core.links import FollowUpContext, TaskLinks
 from core.models import Task
 from core.outbox import OutboxMessage
+from github_app.automations.decision import Decision, EventContext
+from github_app.automations.firing import Firer
 from github_app.operations import Comment
-
-if TYPE_CHECKING:
-    from github_app.automations.engine import Decision, EventContext
-    from github_app.automations.firing import Firer
 
 FAILED = frozenset({"failure", "timed_out", "startup_failure"})
 MAX_JOBS = 5
@@ -184,8 +182,6 @@ async def target(firer: Firer, ctx: EventContext) -> FixTarget | str:
 
 async def fix_ci(firer: Firer, decision: Decision, ctx: EventContext) -> str:
     """Fire a fix-ci rule: see the module docstring."""
-    from github_app.automations.engine import Decision
-
     engine, facts, rule = firer.engine, ctx.facts, decision.rule
     found = await target(firer, ctx)
     if isinstance(found, str):

@@ -13,12 +13,11 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Collection
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 from core.automations.facts import EventFacts, dynamic_skip, static_skip
-from core.automations.ledger import FIRED, SKIPPED, Firing, Ledger, Pause
+from core.automations.ledger import FIRED, SKIPPED, Firing, Ledger
 from core.automations.rules import RepoBounds, Rule, parse_repo_rules
 from core.automations.template import render
 from core.clock import utcnow
@@ -26,7 +25,9 @@ from core.models import Outbox
 from core.outbox import OutboxMessage, outbox_rows, write_messages
 from core.sql import insert_ignore
 from github_app.automations.api import AutomationAPI
-from github_app.automations.diff import changed_paths
+from github_app.automations.ci import fix_ci
+from github_app.automations.decision import Decision, EventContext
+from github_app.automations.firing import Firer
 from github_app.operations import CompletedCheck
 from github_app.repo_config import AUTOMATIONS, GitHubServerConfig
 from github_app.services import GitHubServices
@@ -58,58 +59,6 @@ def dedupe_key(rule: Rule, facts: EventFacts) -> str:
     return f"{rule.name}:{facts.repo}:{facts.delivery_id}"
 
 
-@dataclass
-class EventContext:
-    """What matching and firing learn about one event, asked of GitHub at most once each."""
-
-    facts: EventFacts
-    svc: GitHubServices
-    api: AutomationAPI
-    # Skips decided while handling the event, recorded together once it is handled.
-    pending: list[Firing] = field(default_factory=list)
-    _roles: dict[str, str] = field(default_factory=dict)
-    _files: list[dict[str, Any]] | None = None
-    _pause: tuple[Pause | None] | None = None
-
-    async def paused(self, ledger: Ledger) -> Pause | None:
-        """The pause on the event's repository, if any (asked once per event)."""
-        if self._pause is None:
-            self._pause = (await ledger.paused(self.facts.repo),)
-        return self._pause[0]
-
-    async def role(self, login: str) -> str | None:
-        """``login`` 's role on the repository (the collaborator permission API, cached)."""
-        if login not in self._roles:
-            self._roles[login] = await self.svc.permissions.role(
-                self.facts.installation_id, self.facts.repo, login
-            )
-        return self._roles[login]
-
-    async def files(self) -> list[dict[str, Any]]:
-        """The pull request's files with their patches."""
-        if self._files is None:
-            number = self.facts.number
-            self._files = (
-                await self.api.pull_files(self.facts.installation_id, self.facts.repo, number)
-                if number is not None and self.facts.is_pr
-                else []
-            )
-        return self._files
-
-    async def changed_paths(self) -> list[str] | None:
-        """The paths the pull request changes."""
-        return changed_paths(await self.files())
-
-
-@dataclass(frozen=True)
-class Decision:
-    """A rule about to fire: its dedupe key and what it is about."""
-
-    rule: Rule
-    source: str
-    key: str
-
-
 class Automations:
     """Runs automation rules for GitHub events (built once per process)."""
 
@@ -118,8 +67,6 @@ class Automations:
         self.api = api
         self.rules = rules
         self.ledger = ledger
-        from github_app.automations.firing import Firer
-
         self.firer = Firer(self)
 
     def bounds(self) -> RepoBounds:
@@ -161,7 +108,10 @@ class Automations:
         if reason is not None:
             await self.skip(rule, source, facts, reason, ctx=ctx)
             return f"skipped ({reason})"
-        return await self.firer.fire(Decision(rule, source, self.dedupe_key(rule, facts)), ctx)
+        decision = Decision(rule, source, self.dedupe_key(rule, facts))
+        if rule.do == "fix-ci":
+            return await fix_ci(self.firer, decision, ctx)
+        return await self.firer.fire(decision, ctx)
 
     async def skip_reason(self, rule: Rule, ctx: EventContext) -> str | None:
         """Why ``rule`` must not fire on this event, or ``None`` (cheapest checks first)."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlmodel import col
@@ -26,14 +25,12 @@ from core.models import Task, TaskSource
 from core.review_records import ReviewRecords
 from core.states import TERMINAL
 from core.tasks import NewTask
+from github_app.automations.decision import Decision, Engine, EventContext
 from github_app.automations.diff import diff_map, diff_text
 from github_app.repo_config import RepoConfig
 
-if TYPE_CHECKING:
-    from github_app.automations.engine import Automations, Decision, EventContext
-
 log = logging.getLogger(__name__)
-Act = Callable[["Decision", "EventContext"], Awaitable[str]]
+Act = Callable[[Decision, EventContext], Awaitable[str]]
 
 REVIEW_HOWTO = """\
 How to review: read the diff below and the code around it — /workspace is the pull request's head \
@@ -55,19 +52,16 @@ def _budget(config: RepoConfig, rule_budget: dict[str, float | int]) -> dict[str
 
 
 class Firer:
-    """Carries out decisions of one :class:`Automations` engine."""
+    """Carries out decisions of one engine (:class:`github_app.automations.engine.Automations`)."""
 
-    def __init__(self, engine: Automations) -> None:
+    def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.svc = engine.svc
         self.reviews = ReviewRecords(engine.svc.sessions)
 
     async def fire(self, decision: Decision, ctx: EventContext) -> str:
-        """Fire ``decision`` once (by its dedupe key); a short outcome."""
-        if decision.rule.do == "fix-ci":
-            from github_app.automations.ci import fix_ci
-
-            return await fix_ci(self, decision, ctx)
+        """Fire ``decision`` once (by its dedupe key); a short outcome. (``fix-ci`` decisions go to
+        :func:`github_app.automations.ci.fix_ci`, which uses this firer.)"""
         return await self.claim_and(decision, ctx, self._start)
 
     async def claim_and(self, decision: Decision, ctx: EventContext, act: Act, **data: object) -> str:

@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from core.automations.cron import parse_cron
 from core.automations.facts import EventFacts
 from core.automations.rules import Rule
 from core.clock import utcnow
 from core.ports import Schedule
+from github_app.automations.decision import Decision, EventContext
+from github_app.automations.engine import Automations
 from github_app.errors import GitHubError
-
-if TYPE_CHECKING:
-    from github_app.automations.engine import Automations
 
 log = logging.getLogger(__name__)
 EVENT = "schedule"
@@ -62,8 +61,6 @@ class Scheduler:
         return "; ".join(outcomes)
 
     async def _one(self, rule: Rule, repo: str, at: datetime) -> str:
-        from github_app.automations.engine import Decision, EventContext
-
         engine = self.engine
         stamp = at.strftime("%Y-%m-%dT%H:%M:%SZ")
         facts = EventFacts(event=EVENT, repo=repo, extra={"date": stamp})
